@@ -12,3 +12,7 @@ pub mod time;
 pub use error::{Error, Result};
 pub mod event;
 pub mod source;
+pub mod auth;
+pub mod http;
+pub mod log;
+pub mod window;
