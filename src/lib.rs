@@ -16,3 +16,5 @@ pub mod auth;
 pub mod http;
 pub mod log;
 pub mod window;
+pub mod pull;
+pub mod run;

@@ -54,3 +54,16 @@ impl StateFile {
         unimplemented!()
     }
 }
+
+impl StateFile {
+    /// Warnings from recovery (torn tail truncated at offset …), for the caller to log.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        unimplemented!()
+    }
+}
+
+/// Graph takeover: the cursor `from_service` left for `input_id`, if `to_service` has none.
+pub fn take_over(dir: &Path, input_id: &str, from_service: &str, to_service: &str) -> Result<Option<Cursor>> {
+    let _ = (dir, input_id, from_service, to_service);
+    unimplemented!()
+}

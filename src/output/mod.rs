@@ -30,3 +30,9 @@ pub trait Sink: Send {
     fn generation(&self) -> u64;
     fn stats(&self) -> SinkStats;
 }
+
+/// Open the sink an output config describes.
+pub fn open(cfg: &crate::config::OutputConfig) -> Result<Box<dyn Sink>> {
+    let _ = cfg;
+    unimplemented!()
+}

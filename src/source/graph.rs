@@ -7,8 +7,8 @@ use crate::error::Result;
 use crate::record::Record;
 
 /// `{graph_url}?$filter=receivedDateTime ge S and receivedDateTime le E&$top=5000`, URL-encoded.
-pub fn query_url(graph_url: &str, start: i64, end: i64) -> String {
-    let _ = (graph_url, start, end);
+pub fn query_url(graph_url: &str, start: i64, end: i64, top: u32) -> String {
+    let _ = (graph_url, start, end, top);
     unimplemented!()
 }
 

@@ -1,0 +1,142 @@
+//! The commands: what `msgtrace run|check|state` do, and their exit codes.
+//!
+//! Owns: config path resolution at the top, the start banner, printing check steps and
+//! state. Must not: parse arguments (`cli`) or hold pulling logic (`run`, `pull`).
+
+use std::path::Path;
+
+use crate::cli::{CheckCmd, Cli, Command, RunCmd, StateCmd};
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::{info, time, warning};
+
+/// `msgtrace 0.1.0 (x86_64-unknown-linux-musl, release)`.
+pub fn version_line() -> String {
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else if cfg!(target_env = "gnu") {
+        "gnu"
+    } else {
+        "unknown"
+    };
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    format!(
+        "msgtrace {} ({}-unknown-{}-{}, {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        env,
+        profile
+    )
+}
+
+/// Run the parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> u8 {
+    if cli.version {
+        println!("{}", version_line());
+        return 0;
+    }
+    let result = match cli.command {
+        None => Err(Error::Usage(
+            "a command is needed: run, check or state (see msgtrace --help)".into(),
+        )),
+        Some(Command::Run(c)) => cmd_run(&c),
+        Some(Command::Check(c)) => cmd_check(&c),
+        Some(Command::State(c)) => cmd_state(&c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            crate::log::write(crate::log::Level::Error, "MainProcess::MainThread", format_args!("{e}"));
+            e.exit_code()
+        }
+    }
+}
+
+fn load(flag: Option<&Path>) -> Result<Config> {
+    let path = config::resolve_path(flag);
+    let cfg = config::load(&path)?;
+    crate::log::set_debug(cfg.globals.debug);
+    for w in &cfg.warnings {
+        warning!("MainProcess::MainThread", "{w}");
+    }
+    Ok(cfg)
+}
+
+fn cmd_run(c: &RunCmd) -> Result<u8> {
+    let cfg = load(c.config.as_deref())?;
+    info!(
+        "MainProcess::MainThread",
+        "{{\"collector_name\": \"{}\", \"collector_version\": \"{}\", \"build\": \"{}\", \"config\": \"{}\", \"started_at\": \"{}\"}}",
+        cfg.globals.name,
+        env!("CARGO_PKG_VERSION"),
+        version_line(),
+        cfg.path.display(),
+        time::rfc3339(time::now())
+    );
+    crate::run::run(&cfg, c.once)
+}
+
+fn cmd_check(c: &CheckCmd) -> Result<u8> {
+    let path = config::resolve_path(c.config.as_deref());
+    let (cfg, mut steps) = crate::check::offline_steps(&path);
+    if !c.offline {
+        if let Some(cfg) = &cfg {
+            steps.extend(crate::check::online_steps(cfg));
+        }
+    }
+    let ok = steps.iter().all(|s| s.ok);
+    for s in &steps {
+        println!("{s}");
+    }
+    Ok(if ok { 0 } else { 2 })
+}
+
+fn cmd_state(c: &StateCmd) -> Result<u8> {
+    let cfg = load(c.config.as_deref())?;
+    let now = time::now();
+    let chosen: Vec<_> = cfg
+        .inputs
+        .iter()
+        .filter(|i| c.input.as_deref().is_none_or(|w| w == i.name || w == i.id))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::Usage(format!(
+            "no input named or with id {:?} in {}",
+            c.input.as_deref().unwrap_or(""),
+            cfg.path.display()
+        )));
+    }
+    match c.action.as_str() {
+        "show" => {
+            for i in chosen {
+                let service = i.service.api.service_name();
+                let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
+                println!("{}#{} {}:", i.name, i.id, service);
+                match crate::state::peek(&path)? {
+                    None => println!("  no state yet ({}): the first run starts {} day(s) back", path.display(), i.cutoff_days),
+                    Some((cursor, size)) => {
+                        println!("  file: {} ({size} bytes)", path.display());
+                        for line in crate::state::describe(&cursor, now).lines() {
+                            println!("  {line}");
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        "reset" => {
+            for i in chosen {
+                let service = i.service.api.service_name();
+                let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
+                if crate::state::reset(&path)? {
+                    println!("{}#{} {}: state cleared ({})", i.name, i.id, service, path.display());
+                } else {
+                    println!("{}#{} {}: no state to clear", i.name, i.id, service);
+                }
+            }
+            Ok(0)
+        }
+        other => Err(Error::Usage(format!("state: unknown action {other:?} — use show or reset"))),
+    }
+}
