@@ -1,0 +1,304 @@
+//! Drives the real `msgtrace` binary in a scratch working directory laid out like the
+//! vendor's (config/, certs/, state/), against the emulator and receivers.
+//!
+//! Must not: leave processes behind — every child has a deadline and is killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use miniserde::json::{self, Value};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_msgtrace"))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under target/ (no tempfile crate), removed on drop unless
+/// MSGTRACE_KEEP_TEST_DIRS is set.
+pub struct Workdir {
+    pub path: PathBuf,
+}
+
+impl Workdir {
+    pub fn new(name: &str) -> Workdir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "it-{name}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("config")).unwrap();
+        std::fs::create_dir_all(path.join("certs")).unwrap();
+        Workdir { path }
+    }
+
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path.join(rel)).unwrap_or_default()
+    }
+
+    /// Run `msgtrace ARGS` here with a deadline; returns its output.
+    pub fn run(&self, args: &[&str], deadline: Duration) -> Output {
+        self.run_env(args, &[], deadline)
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(&self.path)
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn msgtrace");
+        wait_with_deadline(child, deadline)
+    }
+
+    /// Start `msgtrace ARGS` in the background (killed on drop of the handle).
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(&self.path)
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.path.join("stderr.log")).unwrap(),
+            ));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: Some(cmd.spawn().expect("spawn msgtrace")),
+        }
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::env::var_os("MSGTRACE_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A background msgtrace, killed on drop.
+pub struct Proc {
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+    /// Wait for exit up to `deadline`; None if it is still running.
+    pub fn wait(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        while start.elapsed() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_with_deadline(mut child: Child, deadline: Duration) -> Output {
+    let start = Instant::now();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let st = child.wait().unwrap();
+            let stderr = t_err.join().unwrap_or_default();
+            panic!(
+                "msgtrace did not finish within {deadline:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// Parse JSON lines; panics with the line number on a broken line.
+pub fn json_lines(text: &str) -> Vec<miniserde::json::Object> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| match json::from_str::<Value>(l) {
+            Ok(Value::Object(o)) => o,
+            _ => panic!("line {} is not a JSON object: {l}", i + 1),
+        })
+        .collect()
+}
+
+pub fn s<'a>(o: &'a miniserde::json::Object, k: &str) -> Option<&'a str> {
+    match o.get(k) {
+        Some(Value::String(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Settings for a generated test config.
+pub struct Cfg {
+    pub base: String,
+    pub tenants: Vec<(String, String, String, String)>, // (input suffix, tenant, client, secret)
+    pub graph: bool,
+    pub outputs: String,
+    pub service_extra: String,
+    pub cutoff_days: u32,
+    pub delay: u64,
+    pub window: u64,
+    pub period: u64,
+    pub debug: bool,
+}
+
+impl Cfg {
+    pub fn new(base: &str) -> Cfg {
+        Cfg {
+            base: base.to_string(),
+            tenants: vec![(
+                String::new(),
+                "tenant-1".into(),
+                "client-tenant-1".into(),
+                "secret-tenant-1".into(),
+            )],
+            graph: false,
+            outputs: "  out_file:\n    type: file\n    config:\n      path: events.jsonl\n".into(),
+            service_extra: String::new(),
+            cutoff_days: 2,
+            delay: 3600,
+            window: 3600,
+            period: 1,
+            debug: false,
+        }
+    }
+
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            "globals:\n  debug: {}\n  id: not_used\n  name: o365_emt_collector\n  persistence:\n    type: filesystem\n    config:\n      directory_name: state\noutputs:\n{}inputs:\n",
+            self.debug, self.outputs
+        );
+        for (i, (suffix, tenant, client, secret)) in self.tenants.iter().enumerate() {
+            let name = if suffix.is_empty() {
+                "office365_exchange_message".to_string()
+            } else {
+                format!("office365_exchange_message_{suffix}")
+            };
+            let service = if self.graph {
+                "office365_exchange_message_graph_service"
+            } else {
+                "office365_exchange_message_service"
+            };
+            let urls = if self.graph {
+                format!("        override_graph_url: {}\n", self.base)
+            } else {
+                format!("        override_base_url: {}\n", self.base)
+            };
+            y.push_str(&format!(
+                "  {name}:\n    id: {}\n    enabled: true\n    max_historic_date_cutoff_days_back: {}\n    max_historic_date_margin_seconds: 60\n    credentials:\n      tenant_id: {tenant}\n      client_id: {client}\n      client_secret: {secret}\n    services:\n      {service}:\n{urls}        override_base_auth_url: {}\n        ca_file: certs/emulator-ca.pem\n        override_time_delay_in_seconds: {}\n        window_in_seconds: {}\n        request_period_in_seconds: {}\n        requests_retries_before_error_in_units: 5\n        requests_wait_time_between_retries_in_seconds: 0\n        requests_timeout_in_seconds: 10\n{}",
+                1000 + i,
+                self.cutoff_days,
+                self.base,
+                self.delay,
+                self.window,
+                self.period,
+                self.service_extra
+            ));
+        }
+        y
+    }
+}
+
+/// The `starting at <RFC3339>` instant logged for a fresh input.
+pub fn logged_start(stderr: &str, input: &str) -> Option<i64> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(&format!("({input},")))
+        .find_map(|l| l.split("no saved state found, starting at ").nth(1))
+        .and_then(|t| parse_rfc3339(t.trim()))
+}
+
+pub fn parse_rfc3339(t: &str) -> Option<i64> {
+    // YYYY-MM-DDThh:mm:ssZ
+    let b = t.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// Final cursor position of an input from its state file.
+pub fn final_cursor(dir: &Path, id: &str, service: &str) -> msgtrace::state::Cursor {
+    let path = msgtrace::state::state_path(dir, id, service);
+    msgtrace::state::peek(&path)
+        .expect("state readable")
+        .expect("state present")
+        .0
+}
