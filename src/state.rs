@@ -233,7 +233,10 @@ pub fn check_bounds(c: &Cursor) -> Option<String> {
     if c.service.len() > MAX_TEXT_LEN {
         return Some(format!("service name longer than {MAX_TEXT_LEN} bytes"));
     }
-    if c.reset_auth.as_ref().is_some_and(|s| s.len() > MAX_TEXT_LEN) {
+    if c.reset_auth
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_TEXT_LEN)
+    {
         return Some(format!(
             "reset_persistence_auth longer than {MAX_TEXT_LEN} bytes"
         ));
@@ -285,7 +288,9 @@ impl std::fmt::Display for TornReason {
         match self {
             TornReason::ShortHeader => f.write_str("record header cut short"),
             TornReason::BadMagic(b) => write!(f, "bad magic byte 0x{b:02x}"),
-            TornReason::TooLong(n) => write!(f, "record length {n} above the {MAX_RECORD_LEN} limit"),
+            TornReason::TooLong(n) => {
+                write!(f, "record length {n} above the {MAX_RECORD_LEN} limit")
+            }
             TornReason::ShortPayload { want, have } => {
                 write!(f, "record cut short ({have} of {want} payload bytes)")
             }
@@ -641,7 +646,8 @@ impl StateFile {
         let tmp = tmp_path(path);
         if tmp.exists() {
             // We hold the lock, so no compaction of ours is running: it is a crash's leftover.
-            fs::remove_file(&tmp).map_err(|e| state_err(&tmp, "cannot remove stale temp file", e))?;
+            fs::remove_file(&tmp)
+                .map_err(|e| state_err(&tmp, "cannot remove stale temp file", e))?;
             warnings.push(format!(
                 "removed {} left by an interrupted compaction",
                 tmp.display()
@@ -703,16 +709,23 @@ impl StateFile {
         };
         let rec = encode_record(last);
         let tmp = tmp_path(&self.path);
-        let mut t = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
+        // We hold the lock on the file, so a `.tmp` here is a crash's leftover.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(state_err(&tmp, "cannot remove stale temp file", e)),
+        }
+        let t = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| state_err(&tmp, "cannot create compaction file", e))?;
-        // Lock before the rename makes it visible under the real name.
+        // Lock before the rename makes it visible under the real name; the
+        // lock then moves with it, and `t` becomes the file we append to.
         lock(&t, &tmp)?;
-        let res = t
+        let res = (&t)
             .write_all(&rec)
             .and_then(|()| t.sync_all())
             .map_err(|e| state_err(&tmp, "cannot write compaction file", e))
@@ -724,12 +737,9 @@ impl StateFile {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        // The old inode and its lock go away here.
+        self.file = t;
         sync_dir(parent_dir(&self.path))?;
-        // Reopen in append mode: `t` was opened write-only at offset 0.
-        let file = open_file(&self.path).map_err(|e| state_err(&self.path, "cannot reopen", e))?;
-        lock(&file, &self.path)?;
-        self.file = file; // the old inode and its lock go away here
-        drop(t);
         self.len = rec.len() as u64;
         self.last_record_len = rec.len() as u64;
         Ok(())
@@ -862,7 +872,8 @@ pub fn take_over(
     }
     let mut retired = source.as_os_str().to_owned();
     retired.push(".migrated");
-    fs::rename(&source, &retired).map_err(|e| state_err(&source, "cannot rename after takeover", e))?;
+    fs::rename(&source, &retired)
+        .map_err(|e| state_err(&source, "cannot rename after takeover", e))?;
     sync_dir(parent_dir(&source))?;
     drop(src);
     Ok(Some(cursor))
@@ -1118,8 +1129,16 @@ mod tests {
             ..Cursor::default()
         };
         let d = describe(&c, 1_000_000 + 2 * 86_400);
-        assert!(d.contains("window: 1970-01-12T13:46:40Z .. 1970-01-12T14:01:40Z being pulled, paged part-way"), "{d}");
-        assert!(d.contains("lag: 2d 0h behind now; 1d 23h behind the target"), "{d}");
+        assert!(
+            d.contains(
+                "window: 1970-01-12T13:46:40Z .. 1970-01-12T14:01:40Z being pulled, paged part-way"
+            ),
+            "{d}"
+        );
+        assert!(
+            d.contains("lag: 2d 0h behind now; 1d 23h behind the target"),
+            "{d}"
+        );
         assert!(d.contains("5 event(s) sent"), "{d}");
     }
 }
