@@ -578,6 +578,33 @@ fn open_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// How often `open_locked` retries when a compaction replaced the file under it.
+const LOCK_RETRIES: u32 = 8;
+
+/// Open and lock `path`, making sure the locked inode is still the one the path
+/// names: a compaction by the holder may rename a new file over it between our
+/// open and our lock, leaving us a lock on an unlinked inode.
+fn open_locked(path: &Path) -> Result<File> {
+    for _ in 0..LOCK_RETRIES {
+        let file = open_file(path).map_err(|e| state_err(path, "cannot open", e))?;
+        lock(&file, path)?;
+        let ours = file
+            .metadata()
+            .map_err(|e| state_err(path, "cannot stat", e))?;
+        match fs::metadata(path) {
+            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => return Ok(file),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(state_err(path, "cannot stat", e)),
+        }
+    }
+    Err(Error::State(format!(
+        "{}: replaced {LOCK_RETRIES} times while being opened; another msgtrace process is \
+         writing it",
+        path.display()
+    )))
+}
+
 impl StateFile {
     /// Open (creating, mode 0600) and lock; returns the last valid cursor, truncating a torn tail.
     pub fn open(path: &Path) -> Result<(StateFile, Option<Cursor>)> {
@@ -590,8 +617,7 @@ impl StateFile {
                 .map_err(|e| state_err(dir, "cannot create state directory", e))?;
         }
         let existed = path.exists();
-        let mut file = open_file(path).map_err(|e| state_err(path, "cannot open", e))?;
-        lock(&file, path)?;
+        let mut file = open_locked(path)?;
         if !existed {
             sync_dir(dir)?;
         }
@@ -673,9 +699,12 @@ impl StateFile {
             )));
         }
         let rec = encode_record(cursor);
-        self.file
-            .write_all(&rec)
-            .map_err(|e| state_err(&self.path, "cannot write checkpoint", e))?;
+        if let Err(e) = self.file.write_all(&rec) {
+            // Best effort: cut a partial record so that a caller who carries on
+            // anyway does not bury later records behind it (open would cut it too).
+            let _ = self.file.set_len(self.len);
+            return Err(state_err(&self.path, "cannot write checkpoint", e));
+        }
         self.file
             .sync_data()
             .map_err(|e| state_err(&self.path, "cannot fsync checkpoint", e))?;
@@ -769,6 +798,7 @@ pub fn reset(path: &Path) -> Result<bool> {
     };
     lock(&file, path)?;
     fs::remove_file(path).map_err(|e| state_err(path, "cannot remove", e))?;
+    let _ = fs::remove_file(tmp_path(path));
     sync_dir(parent_dir(path))?;
     Ok(true)
 }
@@ -836,13 +866,18 @@ pub fn describe(c: &Cursor, now: i64) -> String {
 
 /// Move a tenant's cursor from one service to another (SPEC §2: Reporting Web
 /// Service → Graph, or back). When the target holds no cursor and the source
-/// does, the source's cursor (service renamed, `next_link` dropped because a page
-/// link of one API means nothing to the other; the window restarts from its
-/// start, so nothing is skipped) is written to the target file, and the source
-/// file is renamed to `<name>.migrated` so that a later move back takes over the
+/// does, the source's cursor is written to the target file and the source file
+/// is renamed to `<name>.migrated` so that a later move back takes over the
 /// newer cursor instead of resuming a stale one. Returns the cursor taken over
 /// (the caller logs it, then opens the target as usual and finds it there);
 /// `None` when nothing was taken over.
+///
+/// The cursor taken over has its service renamed and a window in progress
+/// given up: `next_link` is dropped (a page link of one API means nothing to
+/// the other) and `window_end` set to 0, so the new service sizes its own
+/// window from the same `window_start` — nothing is skipped, at most that one
+/// window is sent again. Edge keys (both APIs key records by trace id and
+/// recipient), counters, delay and reset_auth are kept.
 ///
 /// Crash safety: the target is written and fsynced before the source is
 /// renamed; a crash between leaves both, and the next start uses the target.
@@ -866,6 +901,7 @@ pub fn take_over(
     };
     cursor.service = to_service.to_owned();
     cursor.next_link = None;
+    cursor.window_end = 0;
     {
         let (mut t, _) = StateFile::open(&target)?;
         t.checkpoint(&cursor)?;

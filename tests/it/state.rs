@@ -294,6 +294,7 @@ fn takeover_moves_the_cursor_and_back() {
     let expected = Cursor {
         service: GRAPH.into(),
         next_link: None,
+        window_end: 0,
         ..c.clone()
     };
     assert_eq!(got, expected);
@@ -533,4 +534,49 @@ fn full_filesystem_is_a_fatal_state_error() {
         }
         Err(why) => panic!("{why}"),
     }
+}
+
+#[test]
+fn oversized_cursor_is_refused_and_the_file_stays_valid() {
+    let tmp = TempDir::new("bounds");
+    let path = state_path(tmp.path(), "3", RWS);
+    let (mut sf, _) = StateFile::open(&path).unwrap();
+    sf.checkpoint(&cursor(1, 1)).unwrap();
+    let big = Cursor {
+        edge_keys: vec![1; msgtrace::state::MAX_EDGE_KEYS + 1],
+        ..cursor(2, 0)
+    };
+    let err = sf.checkpoint(&big).unwrap_err();
+    assert!(matches!(err, Error::State(_)), "{err:?}");
+    assert!(err.to_string().contains("edge keys"), "{err}");
+    drop(sf);
+    let (sf, c) = StateFile::open(&path).unwrap();
+    assert_eq!(c, Some(cursor(1, 1)));
+    assert!(sf.warnings.is_empty());
+}
+
+#[test]
+fn state_show_words() {
+    let c = Cursor {
+        window_start: 1_795_000_000,
+        window_end: 0,
+        next_link: None,
+        edge_keys: vec![1, 2],
+        requests: 10,
+        sent: 20,
+        filtered: 1,
+        reset_auth: None,
+        delay_secs: 90_000,
+        service: GRAPH.into(),
+    };
+    let text = msgtrace::state::describe(&c, 1_795_000_000 + 90_000 + 3600);
+    assert_eq!(
+        text,
+        "service: office365_exchange_message_graph_service\n\
+         window: next one starts at 2026-11-18T11:06:40Z\n\
+         lag: 1d 2h behind now; 1h 0m behind the target (now - 1d 1h delay)\n\
+         counters: 10 request(s) made, 20 event(s) sent, 1 event(s) filtered\n\
+         edge keys: 2 remembered from the last window's end\n\
+         reset_persistence_auth: (none)\n"
+    );
 }
