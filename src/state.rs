@@ -1127,6 +1127,20 @@ mod tests {
         let n = encode_record(&c).len();
         // header 10 + ~36 fields + 24 keys
         assert!(n <= 10 + 40 + 24, "{n}");
+        let bare = Cursor {
+            edge_keys: vec![],
+            ..c.clone()
+        };
+        let paged = Cursor {
+            window_end: c.window_start + 900,
+            next_link: Some("x".repeat(150)),
+            ..bare.clone()
+        };
+        eprintln!(
+            "state: bytes per checkpoint: {} between windows, {n} with 3 edge keys, {} paged with a 150-byte link",
+            encode_record(&bare).len(),
+            encode_record(&paged).len()
+        );
     }
 
     #[test]

@@ -201,15 +201,17 @@ fn compaction_keeps_last_cursor_shrinks_and_keeps_the_lock() {
     let tmp = TempDir::new("compact");
     let path = state_path(tmp.path(), "42", GRAPH);
     let (mut sf, _) = StateFile::open(&path).unwrap();
-    let one = encode_record(&cursor(0, 4)).len() as u64;
-    let mut last = cursor(0, 4);
+    // Enough keys that a few hundred checkpoints cross the bound (fsync is slow on a busy disk).
+    const KEYS: usize = 60;
+    let one = encode_record(&cursor(0, KEYS)).len() as u64;
+    let mut last = cursor(0, KEYS);
     let mut max_seen = 0;
     let mut compactions = 0;
     let mut prev = 0;
     let t0 = Instant::now();
     let n = 3 * COMPACT_AT / one;
     for i in 0..n {
-        last = cursor(i as i64 * 900, 4);
+        last = cursor(i as i64 * 900, KEYS);
         sf.checkpoint(&last).unwrap();
         let len = fs::metadata(&path).unwrap().len();
         assert_eq!(len, sf.len());
@@ -232,9 +234,9 @@ fn compaction_keeps_last_cursor_shrinks_and_keeps_the_lock() {
     assert_eq!(c, Some(last));
     assert_eq!(mode(&path), 0o600);
     eprintln!(
-        "state: {one} bytes per checkpoint (4 edge keys, {}-byte link); {n} checkpoints, \
+        "state: {one} bytes per checkpoint ({KEYS} edge keys, {}-byte link); {n} checkpoints, \
          {per:?} each incl. fsync and compaction",
-        cursor(0, 4).next_link.unwrap().len()
+        cursor(0, KEYS).next_link.unwrap().len()
     );
 }
 
