@@ -54,6 +54,23 @@
 //! CRC is right but whose version is unknown was written by a newer msgtrace:
 //! `open` refuses it rather than truncate it (downgrades must not lose state).
 //!
+//! # Locking
+//!
+//! `open` takes `flock(LOCK_EX | LOCK_NB)` on the file (mode 0600, directory
+//! created 0700 when missing). flock locks belong to the open file description,
+//! so a second `open` of the same file is refused even inside one process. The
+//! refusal names the holder's pid from `/proc/locks` when it can. After locking,
+//! `open` checks that the path still names the locked inode (a compaction may
+//! have renamed a new file over it meanwhile) and retries if not.
+//!
+//! # Durability
+//!
+//! Each checkpoint is one `write` of the whole record followed by `fdatasync`;
+//! a failed write or sync is `Error::State` (fatal, exit 3: after a failed
+//! fsync the kernel may have dropped the dirty pages, so retrying proves
+//! nothing). A failed write is cut back, best effort, to the last full record.
+//! Creating the file and every rename fsync the directory.
+//!
 //! # Compaction
 //!
 //! When the file passes [`COMPACT_AT`] bytes (and four times the last record, so

@@ -582,3 +582,45 @@ fn state_show_words() {
          reset_persistence_auth: (none)\n"
     );
 }
+
+/// Another process holding the lock (util-linux `flock`, as a stand-in for a
+/// second collector) is refused and named; skipped when `flock` is missing.
+#[test]
+fn lock_held_by_another_process_is_refused() {
+    let tmp = TempDir::new("lock-proc");
+    let path = state_path(tmp.path(), "8", RWS);
+    drop(StateFile::open(&path).unwrap());
+    let child = std::process::Command::new("flock")
+        .args(["-n", "-o"]) // -o: the lock stays with flock itself, not its sleep
+        .arg(&path)
+        .args(["sleep", "5"])
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("skipped: util-linux flock not installed");
+        return;
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(4);
+    let mut refused = None;
+    while Instant::now() < deadline {
+        match StateFile::open(&path) {
+            Ok(sf) => drop(sf), // the child has not taken it yet
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let msg = refused.expect("the child never took the lock");
+    assert!(
+        msg.contains("is locked by another msgtrace process (pid "),
+        "{msg}"
+    );
+    if Path::new("/proc/locks").exists() {
+        assert!(msg.contains(&format!("pid {}?", child.id())), "{msg}");
+    }
+    // Released with the process: open works again.
+    assert!(StateFile::open(&path).is_ok());
+}
