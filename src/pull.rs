@@ -193,26 +193,23 @@ impl Tenant {
             cfg.globals.name, input.name, input.id, service
         );
         let path = crate::state::state_path(&cfg.globals.state_dir, &input.id, service);
-        let (mut state, saved) = StateFile::open(&path)?;
-        for w in state.take_warnings() {
-            warning!(comp, "{w}");
+        // Moving between APIs keeps the cursor: the new service takes over what the
+        // other one left for this input id (the state module writes it crash-safely).
+        let other = match svc.api {
+            Api::Graph => Api::Reporting,
+            Api::Reporting => Api::Graph,
+        };
+        if let Some(old) = crate::state::take_over(&cfg.globals.state_dir, &input.id, other.service_name(), service)? {
+            info!(
+                comp,
+                "took over the cursor of {} (window start {}): no window is skipped or pulled twice",
+                other.service_name(),
+                time::rfc3339(old.window_start)
+            );
         }
-        let mut saved = saved;
-        if saved.is_none() && svc.api == Api::Graph {
-            if let Some(old) = crate::state::take_over(
-                &cfg.globals.state_dir,
-                &input.id,
-                Api::Reporting.service_name(),
-                service,
-            )? {
-                info!(
-                    comp,
-                    "took over the cursor of {} (window start {}): Graph continues where the Reporting Web Service stopped",
-                    Api::Reporting.service_name(),
-                    time::rfc3339(old.window_start)
-                );
-                saved = Some(old);
-            }
+        let (mut state, saved) = StateFile::open(&path)?;
+        for w in std::mem::take(&mut state.warnings) {
+            warning!(comp, "{w}");
         }
         let mut cursor = match saved {
             Some(c) if c.reset_auth != svc.reset_persistence_auth => {

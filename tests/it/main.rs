@@ -6,3 +6,4 @@ pub mod emulator;
 pub mod harness;
 
 mod e2e;
+mod state;
