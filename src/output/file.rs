@@ -139,7 +139,10 @@ mod tests {
         let mut s = FileSink::open("f", &p).unwrap();
         s.write_events(b"{\"d\":4}\n", 1).unwrap();
         s.confirm().unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            b"{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n"
+        );
         let _ = std::fs::remove_file(&p);
     }
 

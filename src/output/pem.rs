@@ -52,7 +52,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
             "key {shown}: holds no private key (`BEGIN PRIVATE KEY`, `BEGIN RSA PRIVATE KEY` \
              or `BEGIN EC PRIVATE KEY`) — check `key`"
         )),
-        other => Error::Tls(format!("key {shown}: cannot read: {} — check `key`", why(&other))),
+        other => Error::Tls(format!(
+            "key {shown}: cannot read: {} — check `key`",
+            why(&other)
+        )),
     })
 }
 
@@ -64,11 +67,17 @@ mod tests {
     fn missing_and_garbage_files_say_which() {
         let e = load_certs(Path::new("/nonexistent/chain.crt"), "chain").unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("/nonexistent/chain.crt") && s.contains("`chain`"), "{s}");
+        assert!(
+            s.contains("/nonexistent/chain.crt") && s.contains("`chain`"),
+            "{s}"
+        );
         let p = std::env::temp_dir().join(format!("msgtrace-pem-{}", std::process::id()));
         std::fs::write(&p, "hello\n").unwrap();
         let s = load_certs(&p, "cert").unwrap_err().to_string();
-        assert!(s.contains("no `BEGIN CERTIFICATE`") || s.contains("no PEM block"), "{s}");
+        assert!(
+            s.contains("no `BEGIN CERTIFICATE`") || s.contains("no PEM block"),
+            "{s}"
+        );
         let s = load_key(&p).unwrap_err().to_string();
         assert!(s.contains("holds no private key"), "{s}");
         let _ = std::fs::remove_file(&p);

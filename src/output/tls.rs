@@ -35,6 +35,8 @@ const PROBE_MAX: Duration = Duration::from_secs(2);
 /// First and longest sleep between send-queue polls in `confirm`.
 const DRAIN_POLL_FIRST: Duration = Duration::from_millis(1);
 const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
+/// Longest wait to send close_notify when a link is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Scratch for the rare bytes a receiver sends us (TLS tickets, alerts).
 const READ_SCRATCH: usize = 4096;
 
@@ -233,7 +235,12 @@ impl Link {
 
     fn note_down(&mut self, e: &Error) {
         if self.logged != Some(false) {
-            log(Level::Warning, &format!("{e}; will reconnect"));
+            let then = if e.is_transient() {
+                "; will reconnect"
+            } else {
+                ""
+            };
+            log(Level::Warning, &format!("{e}{then}"));
             self.logged = Some(false);
         }
     }
@@ -309,10 +316,8 @@ impl Link {
                     }
                     Ok(_) => {
                         if let Err(e) = tls.process_new_packets() {
-                            return Err(self.handshake_error(&io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                e,
-                            )));
+                            return Err(self
+                                .handshake_error(&io::Error::new(io::ErrorKind::InvalidData, e)));
                         }
                     }
                     Err(e)
@@ -378,7 +383,11 @@ impl Link {
                 return self.rejected("the receiver closed the connection during the handshake");
             }
             return Error::Output {
-                message: format!("{}: {}", self.label, self.io_message(e, "tls handshake failed")),
+                message: format!(
+                    "{}: {}",
+                    self.label,
+                    self.io_message(e, "tls handshake failed")
+                ),
                 transient: true,
             };
         };
@@ -453,7 +462,9 @@ impl Link {
                     ))
                 } else {
                     Error::Output {
-                        message: format!("{label}: the receiver refused the handshake (alert {a:?})"),
+                        message: format!(
+                            "{label}: the receiver refused the handshake (alert {a:?})"
+                        ),
                         transient: true,
                     }
                 }
@@ -494,6 +505,8 @@ impl Drop for Link {
             tls: Some(mut tls),
         }) = self.conn.take()
         {
+            // Say goodbye properly, but never hang on a receiver that stopped reading.
+            let _ = sock.set_write_timeout(Some(CLOSE_WAIT));
             tls.send_close_notify();
             let _ = write_tls_all(&mut tls, &mut sock);
         }
@@ -588,12 +601,11 @@ fn tls_setup(cfg: &TlsOutput) -> Result<TlsSetup> {
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Tls(format!("tls setup: {e}")))?
-    .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(format!("tls setup: {e}")))?
+            .with_root_certificates(roots);
     let config = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => {
             let certs = pem::load_certs(cert, "cert")?;
@@ -614,10 +626,14 @@ fn tls_setup(cfg: &TlsOutput) -> Result<TlsSetup> {
         }
         (None, None) => builder.with_no_client_auth(),
         (Some(_), None) => {
-            return Err(Error::Tls("`cert` is set but `key` is not — set both".into()))
+            return Err(Error::Tls(
+                "`cert` is set but `key` is not — set both".into(),
+            ))
         }
         (None, Some(_)) => {
-            return Err(Error::Tls("`key` is set but `cert` is not — set both".into()))
+            return Err(Error::Tls(
+                "`key` is set but `cert` is not — set both".into(),
+            ))
         }
     };
     Ok(TlsSetup {

@@ -92,7 +92,11 @@ fn devo_lines_arrive_byte_exact_over_one_connection() {
     let total: usize = sent.iter().map(|l| l.len() + 80).sum();
     let conns = rx.wait_bytes(total.saturating_sub(1500 * 30), WAIT);
     std::thread::sleep(Duration::from_millis(100));
-    let conns = if conns.len() == 1 { rx.connections() } else { conns };
+    let conns = if conns.len() == 1 {
+        rx.connections()
+    } else {
+        conns
+    };
     assert_eq!(conns.len(), 1, "one persistent connection");
     let got = String::from_utf8(conns[0].clone()).unwrap();
     assert!(got.ends_with('\n'));
@@ -101,9 +105,9 @@ fn devo_lines_arrive_byte_exact_over_one_connection() {
     let lines: Vec<&str> = got.split_terminator('\n').collect();
     assert_eq!(lines.len(), sent.len());
     for (line, json) in lines.iter().zip(&sent) {
-        let ok = stamps.iter().any(|s| {
-            *line == format!("<14>{s} {host} cloud.office365.messagetracing: {json}")
-        });
+        let ok = stamps
+            .iter()
+            .any(|s| *line == format!("<14>{s} {host} cloud.office365.messagetracing: {json}"));
         assert!(ok, "line not in Devo format: {line}");
     }
 }
@@ -167,7 +171,11 @@ fn assert_exactly_once(got: &[String], sent: &[String]) {
         *counts.entry(g.as_str()).or_default() += 1;
     }
     for s in sent {
-        assert_eq!(counts.get(s.as_str()).copied(), Some(1), "not exactly once: {s}");
+        assert_eq!(
+            counts.get(s.as_str()).copied(),
+            Some(1),
+            "not exactly once: {s}"
+        );
     }
     assert_eq!(got.len(), sent.len());
 }
@@ -189,17 +197,21 @@ fn rsyslog_restart_mid_stream_loses_nothing() {
     let gen = sink.generation();
 
     rs.stop();
-    // Page B is written while the receiver is gone: either the write or the confirm fails.
-    let b = events(200, 200);
-    let failed = match sink.write_events(&b, 200) {
-        Err(e) => Some(e),
-        Ok(()) => sink.confirm().err(),
-    };
-    let e = failed.expect("a page sent to a stopped receiver must not be confirmed");
+    // Page B (about 30 KB, below the write buffer) is written while the receiver is
+    // gone: the write is buffered, and confirm must notice the receiver has closed.
+    let b = events(200, 50);
+    sink.write_events(&b, 50).unwrap();
+    let e = sink
+        .confirm()
+        .expect_err("a page sent to a stopped receiver must not be confirmed");
     assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("closed"), "{e}");
     assert!(!sink.stats().connected);
     let e = sink.ensure_ready().unwrap_err();
-    assert!(e.is_transient() && e.to_string().contains("cannot connect"), "{e}");
+    assert!(
+        e.is_transient() && e.to_string().contains("cannot connect"),
+        "{e}"
+    );
 
     rs.restart();
     let start = Instant::now();
@@ -211,11 +223,11 @@ fn rsyslog_restart_mid_stream_loses_nothing() {
     }
     assert_eq!(sink.generation(), gen + 1);
     // Resend since the last confirm.
-    sink.write_events(&b, 200).unwrap();
+    sink.write_events(&b, 50).unwrap();
     sink.confirm().unwrap();
     let mut sent = json_lines(&a);
     sent.extend(json_lines(&b));
-    let got = rs.wait_lines(400, WAIT);
+    let got = rs.wait_lines(250, WAIT);
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for g in &got {
         *counts.entry(g.as_str()).or_default() += 1;
@@ -305,7 +317,10 @@ fn no_client_certificate_configured() {
     cfg.cert = None;
     cfg.key = None;
     let mut sink = DevoSink::open("devo_1", &cfg, quick()).unwrap();
-    expect_tls_err(sink.ensure_ready().unwrap_err(), "configure `cert` and `key`");
+    expect_tls_err(
+        sink.ensure_ready().unwrap_err(),
+        "configure `cert` and `key`",
+    );
 
     let port = free_port();
     let Some(_rs) = Rsyslog::start(dir.path(), port, true) else {
@@ -313,7 +328,10 @@ fn no_client_certificate_configured() {
     };
     cfg.port = port;
     let mut sink = SyslogSink::open("sys", &cfg, quick()).unwrap();
-    expect_tls_err(sink.ensure_ready().unwrap_err(), "configure `cert` and `key`");
+    expect_tls_err(
+        sink.ensure_ready().unwrap_err(),
+        "configure `cert` and `key`",
+    );
 }
 
 #[test]
@@ -325,7 +343,10 @@ fn receiver_rejects_our_certificate() {
     cfg.cert = Some(pki.path("wrong-client.pem"));
     cfg.key = Some(pki.path("wrong-client.key"));
     let mut sink = DevoSink::open("devo_1", &cfg, quick()).unwrap();
-    expect_tls_err(sink.ensure_ready().unwrap_err(), "rejected our client certificate");
+    expect_tls_err(
+        sink.ensure_ready().unwrap_err(),
+        "rejected our client certificate",
+    );
 
     let port = free_port();
     let Some(_rs) = Rsyslog::start(dir.path(), port, true) else {
@@ -352,7 +373,10 @@ fn wrong_chain_is_named() {
     let e = sink.ensure_ready().unwrap_err();
     expect_tls_err(e, "is not signed by chain");
     let e = sink.ensure_ready().unwrap_err();
-    assert!(e.to_string().contains("wrong-ca.pem — check `chain`"), "{e}");
+    assert!(
+        e.to_string().contains("wrong-ca.pem — check `chain`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -367,7 +391,10 @@ fn host_name_mismatch_is_named() {
         },
     );
     let mut sink = DevoSink::open("devo_1", &tls_cfg(&pki, rx.port), quick()).unwrap();
-    expect_tls_err(sink.ensure_ready().unwrap_err(), "is not valid for 127.0.0.1");
+    expect_tls_err(
+        sink.ensure_ready().unwrap_err(),
+        "is not valid for 127.0.0.1",
+    );
 }
 
 #[test]
@@ -397,7 +424,10 @@ fn refused_connection_is_transient() {
     assert!(e.to_string().contains("cannot connect"), "{e}");
     assert_eq!(sink.generation(), 0);
     let e = sink.write_events(b"{}\n", 1).unwrap_err();
-    assert!(e.is_transient() && e.to_string().contains("not connected"), "{e}");
+    assert!(
+        e.is_transient() && e.to_string().contains("not connected"),
+        "{e}"
+    );
 }
 
 #[test]

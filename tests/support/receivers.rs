@@ -52,7 +52,11 @@ impl Drop for TempDir {
 
 /// A free loopback port (bind :0, read, release).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Test certificates, written as PEM files under `dir`:
@@ -68,26 +72,57 @@ impl Pki {
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params("msgtrace test CA").self_signed(&ca_key).unwrap();
         let wrong_key = KeyPair::generate().unwrap();
-        let wrong = ca_params("msgtrace wrong CA").self_signed(&wrong_key).unwrap();
+        let wrong = ca_params("msgtrace wrong CA")
+            .self_signed(&wrong_key)
+            .unwrap();
         let write = |name: &str, s: String| std::fs::write(dir.join(name), s).unwrap();
         write("ca.pem", ca.pem());
         write("wrong-ca.pem", wrong.pem());
-        let leaf = |names: &[&str], eku: ExtendedKeyUsagePurpose, issuer: &rcgen::Certificate, ik: &KeyPair, base: &str| {
+        let leaf = |names: &[&str],
+                    eku: ExtendedKeyUsagePurpose,
+                    issuer: &rcgen::Certificate,
+                    ik: &KeyPair,
+                    base: &str| {
             let k = KeyPair::generate().unwrap();
             let mut p =
                 CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                     .unwrap();
-            p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("x"));
+            p.distinguished_name
+                .push(DnType::CommonName, names.first().copied().unwrap_or("x"));
             p.extended_key_usages = vec![eku];
             p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             let c = p.signed_by(&k, issuer, ik).unwrap();
             write(&format!("{base}.pem"), c.pem());
             write(&format!("{base}.key"), k.serialize_pem());
         };
-        leaf(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, &ca, &ca_key, "server");
-        leaf(&["receiver.example"], ExtendedKeyUsagePurpose::ServerAuth, &ca, &ca_key, "other-host");
-        leaf(&["msgtrace-client"], ExtendedKeyUsagePurpose::ClientAuth, &ca, &ca_key, "client");
-        leaf(&["msgtrace-client"], ExtendedKeyUsagePurpose::ClientAuth, &wrong, &wrong_key, "wrong-client");
+        leaf(
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &ca,
+            &ca_key,
+            "server",
+        );
+        leaf(
+            &["receiver.example"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &ca,
+            &ca_key,
+            "other-host",
+        );
+        leaf(
+            &["msgtrace-client"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &ca,
+            &ca_key,
+            "client",
+        );
+        leaf(
+            &["msgtrace-client"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &wrong,
+            &wrong_key,
+            "wrong-client",
+        );
         Pki {
             dir: dir.to_owned(),
         }
@@ -129,16 +164,25 @@ pub fn rsyslogd() -> Option<PathBuf> {
     FOUND
         .get_or_init(|| {
             let find = || {
-                ["/usr/sbin/rsyslogd", "/sbin/rsyslogd", "/usr/local/sbin/rsyslogd"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
+                [
+                    "/usr/sbin/rsyslogd",
+                    "/sbin/rsyslogd",
+                    "/usr/local/sbin/rsyslogd",
+                ]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
             };
             if let Some(p) = find() {
                 return Some(p);
             }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/install-receivers.sh");
-            let _ = Command::new("timeout").arg("600").arg("bash").arg(script).status();
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/install-receivers.sh");
+            let _ = Command::new("timeout")
+                .arg("600")
+                .arg("bash")
+                .arg(script)
+                .status();
             let p = find();
             if p.is_none() {
                 eprintln!("SKIP: rsyslogd is not installed and could not be installed");
@@ -229,7 +273,8 @@ impl Rsyslog {
         while start.elapsed() < START_WAIT {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    let err = std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default();
+                    let err = std::fs::read_to_string(self.dir.join("rsyslogd.stderr"))
+                        .unwrap_or_default();
                     panic!("rsyslogd exited at start ({st}): {err}");
                 }
             }
@@ -238,12 +283,17 @@ impl Rsyslog {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("rsyslogd did not listen on {} within {START_WAIT:?}", self.port);
+        panic!(
+            "rsyslogd did not listen on {} within {START_WAIT:?}",
+            self.port
+        );
     }
 
     /// SIGTERM, then SIGKILL after STOP_WAIT.
     pub fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else { return };
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
         // SAFETY: plain kill(2) on the pid of our own child.
         unsafe {
             libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
@@ -316,11 +366,16 @@ pub struct RawReceiver {
 
 fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let base = if o.wrong_host_cert { "other-host" } else { "server" };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(&format!("{base}.pem")))
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
+    let base = if o.wrong_host_cert {
+        "other-host"
+    } else {
+        "server"
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(pki.path(&format!("{base}.pem")))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
     let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{base}.key"))).unwrap();
     let b = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -330,9 +385,10 @@ fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
         for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .unwrap();
+        let v =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
         b.with_client_cert_verifier(v)
     } else {
         b.with_no_client_auth()
@@ -369,7 +425,9 @@ impl RawReceiver {
                             g.len() - 1
                         };
                         let (c3, s3, cfg, o3) = (c2.clone(), s2.clone(), config.clone(), o.clone());
-                        workers.push(std::thread::spawn(move || serve(sock, idx, c3, s3, cfg, o3)));
+                        workers.push(std::thread::spawn(move || {
+                            serve(sock, idx, c3, s3, cfg, o3)
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -436,7 +494,8 @@ fn serve(
     cfg: Option<Arc<rustls::ServerConfig>>,
     o: RawOptions,
 ) {
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut tls = cfg.map(|c| rustls::ServerConnection::new(c).unwrap());
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0usize;
@@ -462,7 +521,11 @@ fn serve(
                     break;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
