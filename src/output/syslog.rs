@@ -91,7 +91,10 @@ impl Sink for SyslogSink {
         }
         let mut rest = json_lines;
         while !rest.is_empty() {
-            let cut = super::devo::chunk_end(rest, super::tls::FLUSH_AT);
+            let room = super::tls::FLUSH_AT
+                .saturating_sub(self.link.out().len())
+                .max(1);
+            let cut = super::devo::chunk_end(rest, room);
             let (head, tail) = rest.split_at(cut);
             frame(&self.prefix, head, self.link.out());
             self.link.push_if_full()?;

@@ -710,4 +710,27 @@ mod tests {
         let e = Link::new("o", &cfg, Timeouts::default()).err().unwrap();
         assert!(e.to_string().contains("set both"), "{e}");
     }
+
+    #[test]
+    fn without_chain_the_built_in_roots_are_used() {
+        let cfg = TlsOutput {
+            address: "collector-us.devo.io".into(),
+            port: 443,
+            tls: true,
+            chain: None,
+            cert: None,
+            key: None,
+            tag: String::new(),
+        };
+        let l = Link::new("o", &cfg, Timeouts::default()).unwrap();
+        assert!(!l.connected());
+        assert_eq!(l.generation(), 0);
+        assert_eq!(l.label(), "output o (collector-us.devo.io:443)");
+        let bad = TlsOutput {
+            address: "not a host".into(),
+            ..cfg
+        };
+        let e = Link::new("o", &bad, Timeouts::default()).err().unwrap();
+        assert!(e.to_string().contains("check `address`"), "{e}");
+    }
 }

@@ -492,3 +492,109 @@ fn tls_throughput() {
         bytes as f64 / secs / 1e6
     );
 }
+
+/// Run openssl with `args` in `dir`; false when openssl is missing.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    match std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn rsa_and_ecdsa_keys_in_pkcs1_pkcs8_and_sec1_forms() {
+    let dir = TempDir::new("keyforms");
+    let d = dir.path();
+    let pki = Pki::create(d);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n",
+    )
+    .unwrap();
+    let steps: &[&[&str]] = &[
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.key",
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "rsa.key",
+            "-subj",
+            "/CN=msgtrace-rsa",
+            "-out",
+            "rsa.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "rsa.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "rsa.pem",
+        ],
+        &[
+            "rsa",
+            "-in",
+            "rsa.key",
+            "-traditional",
+            "-out",
+            "rsa.pkcs1.key",
+        ],
+        &["ec", "-in", "client.key", "-out", "client.sec1.key"],
+    ];
+    for s in steps {
+        if !openssl(d, s) {
+            eprintln!("SKIP: openssl is not installed");
+            return;
+        }
+    }
+    let cases = [
+        ("rsa.pem", "rsa.key", "BEGIN PRIVATE KEY"),
+        ("rsa.pem", "rsa.pkcs1.key", "BEGIN RSA PRIVATE KEY"),
+        ("client.pem", "client.key", "BEGIN PRIVATE KEY"),
+        ("client.pem", "client.sec1.key", "BEGIN EC PRIVATE KEY"),
+    ];
+    for (cert, key, header) in cases {
+        let text = std::fs::read_to_string(d.join(key)).unwrap();
+        assert!(text.contains(header), "{key}: {text}");
+        let rx = RawReceiver::start(&pki, RawOptions::default());
+        let mut cfg = tls_cfg(&pki, rx.port);
+        cfg.cert = Some(d.join(cert));
+        cfg.key = Some(d.join(key));
+        let mut sink = DevoSink::open("devo_1", &cfg, quick()).unwrap();
+        sink.ensure_ready()
+            .unwrap_or_else(|e| panic!("{cert} + {key}: {e}"));
+        sink.write_events(b"{\"k\":1}\n", 1).unwrap();
+        sink.confirm().unwrap();
+        let got = rx.wait_bytes(20, WAIT);
+        assert!(String::from_utf8_lossy(&got[0]).ends_with(": {\"k\":1}\n"));
+    }
+    // An RSA key with the ECDSA certificate: mismatch.
+    let mut cfg = tls_cfg(&pki, 1);
+    cfg.key = Some(d.join("rsa.pkcs1.key"));
+    let e = DevoSink::open("devo_1", &cfg, quick()).err().unwrap();
+    expect_tls_err(e, "does not match certificate");
+}

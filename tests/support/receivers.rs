@@ -77,6 +77,7 @@ impl Pki {
             .unwrap();
         let write = |name: &str, s: String| std::fs::write(dir.join(name), s).unwrap();
         write("ca.pem", ca.pem());
+        write("ca.key", ca_key.serialize_pem());
         write("wrong-ca.pem", wrong.pem());
         let leaf = |names: &[&str],
                     eku: ExtendedKeyUsagePurpose,
