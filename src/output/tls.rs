@@ -30,7 +30,7 @@ const HOSTNAME_MAX: usize = 255;
 /// After a TLS 1.3 handshake the server checks our certificate only once it has our
 /// Finished: its verdict (an alert, or session tickets) comes one round trip later.
 /// Wait twice the handshake time for it, within these bounds.
-const PROBE_MIN: Duration = Duration::from_millis(200);
+const PROBE_MIN: Duration = Duration::from_millis(300);
 const PROBE_MAX: Duration = Duration::from_secs(2);
 /// First and longest sleep between send-queue polls in `confirm`.
 const DRAIN_POLL_FIRST: Duration = Duration::from_millis(1);
@@ -179,10 +179,7 @@ impl Link {
             None => conn.sock.write_all(&self.out),
         };
         self.out.clear();
-        r.map_err(|e| {
-            let what = self.io_message(&e, "sending failed");
-            self.fail(what)
-        })
+        r.map_err(|e| self.fail_io(&e, "sending failed"))
     }
 
     /// Push, then wait until the peer's TCP acknowledged every byte (send queue empty)
@@ -202,8 +199,8 @@ impl Link {
                     return Err(self.fail(m));
                 }
             };
-            if let Err(m) = self.check_peer() {
-                return Err(self.fail(m));
+            if let Err(e) = self.check_peer() {
+                return Err(self.fail_io(&e, "the receiver closed the connection"));
             }
             if pending == 0 {
                 return Ok(());
@@ -247,16 +244,32 @@ impl Link {
 
     /// Non-blocking look at what the peer sent: EOF, a reset or a TLS alert means it is
     /// gone (or going), and what we sent may not be processed.
-    fn check_peer(&mut self) -> std::result::Result<(), String> {
+    fn check_peer(&mut self) -> io::Result<()> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err("not connected".into());
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
         };
-        conn.sock
-            .set_nonblocking(true)
-            .map_err(|e| format!("socket: {e}"))?;
+        conn.sock.set_nonblocking(true)?;
         let r = peek_peer(conn);
         let _ = conn.sock.set_nonblocking(false);
-        r.map_err(|e| self.io_message(&e, "the receiver closed the connection"))
+        r
+    }
+
+    /// Drop the connection after an io error of an established connection. A
+    /// certificate verdict that arrives late (a TLS 1.3 receiver slower than the
+    /// post-handshake probe) keeps its clear, permanent message.
+    fn fail_io(&mut self, e: &io::Error, what: &str) -> Error {
+        let is_tls = e
+            .get_ref()
+            .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some());
+        let late = self.handshake_error(e);
+        if is_tls && !late.is_transient() {
+            self.conn = None;
+            self.out.clear();
+            self.note_down(&late);
+            return late;
+        }
+        let m = self.io_message(e, what);
+        self.fail(m)
     }
 
     fn connect(&self) -> Result<(Conn, String)> {

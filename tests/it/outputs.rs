@@ -598,3 +598,36 @@ fn rsa_and_ecdsa_keys_in_pkcs1_pkcs8_and_sec1_forms() {
     let e = DevoSink::open("devo_1", &cfg, quick()).err().unwrap();
     expect_tls_err(e, "does not match certificate");
 }
+
+#[test]
+fn without_client_certificate_a_hang_up_stays_transient() {
+    let dir = TempDir::new("nocert-ok");
+    let pki = Pki::create(dir.path());
+    let rx = RawReceiver::start(
+        &pki,
+        RawOptions {
+            require_client_cert: false,
+            drop_after: Some(100),
+            ..RawOptions::default()
+        },
+    );
+    let mut cfg = tls_cfg(&pki, rx.port);
+    cfg.cert = None;
+    cfg.key = None;
+    let mut sink = DevoSink::open("devo_1", &cfg, quick()).unwrap();
+    sink.ensure_ready().unwrap();
+    // The receiver hangs up after 100 bytes. The first page may still be acknowledged
+    // by its TCP before the hang-up; the next one must fail, transiently.
+    let first = sink
+        .write_events(&events(0, 1), 1)
+        .and_then(|()| sink.confirm());
+    rx.wait_bytes(100, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = first.and_then(|()| {
+        sink.write_events(&events(1, 5), 5)
+            .and_then(|()| sink.confirm())
+    });
+    let e = r.expect_err("receiver hung up");
+    assert!(e.is_transient(), "{e}");
+    assert!(!e.to_string().contains("configure `cert`"), "{e}");
+}
