@@ -37,6 +37,7 @@ impl FileSink {
             opts.mode(FILE_MODE);
         }
         let shown = path.display().to_string();
+        let existed = path.exists();
         let mut f = opts
             .open(path)
             .map_err(|e| Error::io(format!("output {name}: {shown}"), e))?;
@@ -54,6 +55,14 @@ impl FileSink {
             );
         }
         f.seek(SeekFrom::End(0)).map_err(|e| Error::io(&shown, e))?;
+        if !existed {
+            // A new file's directory entry must survive a crash too.
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = parent.unwrap_or_else(|| Path::new("."));
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(dir.display().to_string(), e))?;
+        }
         Ok(FileSink {
             name: name.to_owned(),
             path: path.to_owned(),

@@ -136,8 +136,11 @@ fn syslog_over_tls_to_rsyslog_every_event_once() {
     let raw = std::fs::read_to_string(dir.path().join("raw.log")).unwrap();
     let first = raw.lines().next().unwrap();
     assert!(first.starts_with("<14>1 20"), "{first}");
+    let host = msgtrace::output::tls::host_name();
     assert!(
-        first.contains(" cloud.office365.messagetracing - - - {\"Organization\""),
+        first.contains(&format!(
+            "Z {host} cloud.office365.messagetracing - - - {{\"Organization\""
+        )),
         "{first}"
     );
 }
@@ -630,4 +633,32 @@ fn without_client_certificate_a_hang_up_stays_transient() {
     let e = r.expect_err("receiver hung up");
     assert!(e.is_transient(), "{e}");
     assert!(!e.to_string().contains("configure `cert`"), "{e}");
+}
+
+#[test]
+fn tls12_receiver() {
+    let dir = TempDir::new("tls12");
+    let pki = Pki::create(dir.path());
+    let o = RawOptions {
+        tls12_only: true,
+        ..RawOptions::default()
+    };
+    let rx = RawReceiver::start(&pki, o.clone());
+    let mut sink = DevoSink::open("devo_1", &tls_cfg(&pki, rx.port), quick()).unwrap();
+    sink.ensure_ready().unwrap();
+    let batch = events(0, 100);
+    sink.write_events(&batch, 100).unwrap();
+    sink.confirm().unwrap();
+    let got = rx.wait_bytes(batch.len(), WAIT);
+    assert_eq!(String::from_utf8_lossy(&got[0]).lines().count(), 100);
+
+    let rx = RawReceiver::start(&pki, o);
+    let mut cfg = tls_cfg(&pki, rx.port);
+    cfg.cert = None;
+    cfg.key = None;
+    let mut sink = DevoSink::open("devo_1", &cfg, quick()).unwrap();
+    expect_tls_err(
+        sink.ensure_ready().unwrap_err(),
+        "configure `cert` and `key`",
+    );
 }

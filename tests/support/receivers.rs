@@ -343,6 +343,8 @@ pub struct RawOptions {
     pub drop_after: Option<usize>,
     /// Accept but never read (and shrink the receive buffer): the send queue stays full.
     pub no_read: bool,
+    /// Speak TLS 1.2 only (older relays).
+    pub tls12_only: bool,
 }
 
 impl Default for RawOptions {
@@ -353,6 +355,7 @@ impl Default for RawOptions {
             wrong_host_cert: false,
             drop_after: None,
             no_read: false,
+            tls12_only: false,
         }
     }
 }
@@ -378,8 +381,13 @@ fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
             .map(|c| c.unwrap())
             .collect();
     let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{base}.key"))).unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] = if o.tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
     let b = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap();
     let b = if o.require_client_cert {
         let mut roots = rustls::RootCertStore::empty();
