@@ -4,6 +4,9 @@
 pub mod emulator;
 #[path = "../support/harness.rs"]
 pub mod harness;
+#[path = "../support/receivers.rs"]
+pub mod receivers;
 
 mod e2e;
+mod outputs;
 mod state;

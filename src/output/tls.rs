@@ -1,0 +1,749 @@
+//! The one persistent connection of the network outputs (devo_platform, syslog):
+//! TLS (rustls, ring, TLS 1.2 + 1.3) or plain TCP.
+//!
+//! Owns: building the rustls client config from `chain`/`cert`/`key` (with the checks
+//! users need: files readable, PEM, key matching the certificate), connecting and
+//! handshaking with bounded waits, turning rustls/io failures into messages that name
+//! the fix, one reusable plaintext output buffer written in large chunks (large TLS
+//! records), delivery confirmation (send queue drained, peer still there), the
+//! connection generation, and logging state changes once. Must not: frame events (the
+//! sinks do), retry or sleep between reconnects (the caller's backoff does).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore};
+
+use super::{log, pem, Level, Timeouts};
+use crate::config::TlsOutput;
+use crate::error::{Error, Result};
+
+/// Plaintext buffered before it is written: 64 KiB become four full 16 KiB TLS records
+/// in one socket write, so the per-record and per-syscall cost is paid rarely.
+pub const FLUSH_AT: usize = 64 * 1024;
+/// Longest a host name may be (RFC 1035 / RFC 5424 HOSTNAME).
+const HOSTNAME_MAX: usize = 255;
+/// After a TLS 1.3 handshake the server checks our certificate only once it has our
+/// Finished: its verdict (an alert, or session tickets) comes one round trip later.
+/// Wait twice the handshake time for it, within these bounds.
+const PROBE_MIN: Duration = Duration::from_millis(300);
+const PROBE_MAX: Duration = Duration::from_secs(2);
+/// First and longest sleep between send-queue polls in `confirm`.
+const DRAIN_POLL_FIRST: Duration = Duration::from_millis(1);
+const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
+/// Longest wait to send close_notify when a link is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Scratch for the rare bytes a receiver sends us (TLS tickets, alerts).
+const READ_SCRATCH: usize = 4096;
+
+/// The TLS side of a link, built once at open.
+struct TlsSetup {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    has_client_cert: bool,
+    chain: Option<PathBuf>,
+    cert: Option<PathBuf>,
+}
+
+struct Conn {
+    sock: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+}
+
+/// One persistent connection to a receiver, reopened on demand.
+pub struct Link {
+    /// `output devo_1 (host:port)`, the prefix of every message.
+    label: String,
+    address: String,
+    port: u16,
+    tls: Option<TlsSetup>,
+    timeouts: Timeouts,
+    conn: Option<Conn>,
+    generation: u64,
+    /// Framed plaintext not yet written to the connection; reused, never shrunk.
+    out: Vec<u8>,
+    /// Last connection state logged, so that each change is logged once.
+    logged: Option<bool>,
+}
+
+impl Link {
+    /// Prepare (not connect) a link; local certificate problems fail here.
+    pub fn new(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<Link> {
+        let label = format!("output {name} ({}:{})", cfg.address, cfg.port);
+        let tls = if cfg.tls {
+            Some(tls_setup(cfg).map_err(|e| e.context(label.clone()))?)
+        } else {
+            None
+        };
+        Ok(Link {
+            label,
+            address: cfg.address.clone(),
+            port: cfg.port,
+            tls,
+            timeouts,
+            conn: None,
+            generation: 0,
+            out: Vec::with_capacity(FLUSH_AT + FLUSH_AT / 4),
+            logged: None,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Bytes buffered here plus bytes the peer has not acknowledged yet.
+    pub fn queued_bytes(&self) -> u64 {
+        let unacked = self
+            .conn
+            .as_ref()
+            .and_then(|c| unacked_bytes(&c.sock).ok())
+            .unwrap_or(0);
+        (self.out.len() as u64).saturating_add(unacked)
+    }
+
+    /// The output buffer the sink frames events into. Call `push_if_full` after.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Writing needs a connection: the caller runs `ensure_ready` (with its backoff).
+    pub fn require_connected(&mut self) -> Result<()> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        self.out.clear();
+        Err(Error::Output {
+            message: format!("{}: not connected", self.label),
+            transient: true,
+        })
+    }
+
+    /// Write the buffer once it holds `FLUSH_AT` bytes.
+    pub fn push_if_full(&mut self) -> Result<()> {
+        if self.out.len() >= FLUSH_AT {
+            self.push()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Connect (and handshake) unless connected. Bumps the generation on success.
+    pub fn ensure_ready(&mut self) -> Result<()> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        self.out.clear();
+        match self.connect() {
+            Ok((conn, how)) => {
+                self.conn = Some(conn);
+                self.generation = self.generation.wrapping_add(1);
+                if self.logged != Some(true) {
+                    log(Level::Info, &format!("{}: connected ({how})", self.label));
+                    self.logged = Some(true);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.note_down(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Write everything buffered to the socket. On failure the connection is dropped.
+    pub fn push(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return self.require_connected();
+        };
+        let r = match conn.tls.as_mut() {
+            Some(tls) => tls
+                .writer()
+                .write_all(&self.out)
+                .and_then(|()| write_tls_all(tls, &mut conn.sock)),
+            None => conn.sock.write_all(&self.out),
+        };
+        self.out.clear();
+        r.map_err(|e| self.fail_io(&e, "sending failed"))
+    }
+
+    /// Push, then wait until the peer's TCP acknowledged every byte (send queue empty)
+    /// and check that the peer is still there (a peer that closed may have lost them).
+    pub fn confirm(&mut self) -> Result<()> {
+        self.push()?;
+        let start = Instant::now();
+        let mut pause = DRAIN_POLL_FIRST;
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return self.require_connected();
+            };
+            let pending = match unacked_bytes(&conn.sock) {
+                Ok(n) => n,
+                Err(e) => {
+                    let m = format!("cannot read the send queue: {e}");
+                    return Err(self.fail(m));
+                }
+            };
+            if let Err(e) = self.check_peer() {
+                return Err(self.fail_io(&e, "the receiver closed the connection"));
+            }
+            if pending == 0 {
+                return Ok(());
+            }
+            if start.elapsed() >= self.timeouts.drain {
+                let m = format!(
+                    "the receiver did not acknowledge {pending} byte(s) within {:.1}s \
+                     (it stopped reading or the network is down)",
+                    self.timeouts.drain.as_secs_f64()
+                );
+                return Err(self.fail(m));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(DRAIN_POLL_MAX);
+        }
+    }
+
+    /// Drop the connection (after an error), log the change once, build the error.
+    fn fail(&mut self, what: String) -> Error {
+        self.conn = None;
+        self.out.clear();
+        let e = Error::Output {
+            message: format!("{}: {what}", self.label),
+            transient: true,
+        };
+        self.note_down(&e);
+        e
+    }
+
+    fn note_down(&mut self, e: &Error) {
+        if self.logged != Some(false) {
+            let then = if e.is_transient() {
+                "; will reconnect"
+            } else {
+                ""
+            };
+            log(Level::Warning, &format!("{e}{then}"));
+            self.logged = Some(false);
+        }
+    }
+
+    /// Non-blocking look at what the peer sent: EOF, a reset or a TLS alert means it is
+    /// gone (or going), and what we sent may not be processed.
+    fn check_peer(&mut self) -> io::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
+        };
+        conn.sock.set_nonblocking(true)?;
+        let r = peek_peer(conn);
+        let _ = conn.sock.set_nonblocking(false);
+        r
+    }
+
+    /// Drop the connection after an io error of an established connection. A
+    /// certificate verdict that arrives late (a TLS 1.3 receiver slower than the
+    /// post-handshake probe) keeps its clear, permanent message.
+    fn fail_io(&mut self, e: &io::Error, what: &str) -> Error {
+        let is_tls = e
+            .get_ref()
+            .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some());
+        let late = self.handshake_error(e);
+        if is_tls && !late.is_transient() {
+            self.conn = None;
+            self.out.clear();
+            self.note_down(&late);
+            return late;
+        }
+        let m = self.io_message(e, what);
+        self.fail(m)
+    }
+
+    fn connect(&self) -> Result<(Conn, String)> {
+        let transient = |m: String| Error::Output {
+            message: format!("{}: {m}", self.label),
+            transient: true,
+        };
+        let addrs: Vec<_> = (self.address.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| transient(format!("cannot resolve {}: {e}", self.address)))?
+            .collect();
+        let mut last = None;
+        let mut sock = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, self.timeouts.connect) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(mut sock) = sock else {
+            let why = last.map_or_else(|| "no address".to_owned(), |e| e.to_string());
+            return Err(transient(format!("cannot connect: {why}")));
+        };
+        let setup = |s: &TcpStream| -> io::Result<()> {
+            s.set_nodelay(true)?;
+            s.set_write_timeout(Some(self.timeouts.io))?;
+            s.set_read_timeout(Some(self.timeouts.connect))
+        };
+        setup(&sock).map_err(|e| transient(format!("socket setup: {e}")))?;
+        let Some(t) = &self.tls else {
+            return Ok((Conn { sock, tls: None }, "TCP".into()));
+        };
+        let mut tls = ClientConnection::new(t.config.clone(), t.server_name.clone())
+            .map_err(|e| transient(format!("tls setup: {e}")))?;
+        tls.set_buffer_limit(None);
+        let started = Instant::now();
+        while tls.is_handshaking() {
+            if let Err(e) = tls.complete_io(&mut sock) {
+                return Err(self.handshake_error(&e));
+            }
+        }
+        let version = tls.protocol_version();
+        if version == Some(rustls::ProtocolVersion::TLSv1_3) {
+            // The server's verdict on our certificate arrives after our Finished.
+            let probe = (started.elapsed() * 2).clamp(PROBE_MIN, PROBE_MAX);
+            let _ = sock.set_read_timeout(Some(probe));
+            let deadline = Instant::now() + probe;
+            while Instant::now() < deadline {
+                match tls.read_tls(&mut sock) {
+                    Ok(0) => {
+                        return Err(self.rejected(
+                            "the receiver closed the connection right after the handshake",
+                        ))
+                    }
+                    Ok(_) => {
+                        if let Err(e) = tls.process_new_packets() {
+                            return Err(self
+                                .handshake_error(&io::Error::new(io::ErrorKind::InvalidData, e)));
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.handshake_error(&e)),
+                }
+            }
+        }
+        let _ = sock.set_read_timeout(Some(self.timeouts.io));
+        let how = format!(
+            "{}, {}",
+            version.map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}")),
+            tls.negotiated_cipher_suite()
+                .map_or_else(String::new, |c| format!("{:?}", c.suite()))
+        );
+        Ok((
+            Conn {
+                sock,
+                tls: Some(Box::new(tls)),
+            },
+            how,
+        ))
+    }
+
+    /// The receiver hung up during or right after the handshake.
+    fn rejected(&self, what: &str) -> Error {
+        let has_cert = self.tls.as_ref().is_some_and(|t| t.has_client_cert);
+        if has_cert {
+            Error::Output {
+                message: format!(
+                    "{}: {what} (did it reject our client certificate? check `cert`)",
+                    self.label
+                ),
+                transient: true,
+            }
+        } else {
+            Error::Tls(format!(
+                "{}: {what}: the receiver probably demands a client certificate — \
+                 configure `cert` and `key`",
+                self.label
+            ))
+        }
+    }
+
+    /// Turn a handshake failure into a message naming the fix. Certificate problems
+    /// are `Error::Tls` (reconnecting will not help); the rest is transient.
+    fn handshake_error(&self, e: &io::Error) -> Error {
+        let Some(t) = &self.tls else {
+            return Error::Output {
+                message: format!("{}: {e}", self.label),
+                transient: true,
+            };
+        };
+        let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                return self.rejected("the receiver closed the connection during the handshake");
+            }
+            return Error::Output {
+                message: format!(
+                    "{}: {}",
+                    self.label,
+                    self.io_message(e, "tls handshake failed")
+                ),
+                transient: true,
+            };
+        };
+        let label = &self.label;
+        let cert_shown = t
+            .cert
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" {}", p.display()));
+        match re {
+            rustls::Error::InvalidCertificate(ce) => match ce {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    Error::Tls(match &t.chain {
+                        Some(c) => format!(
+                            "{label}: the receiver's certificate is not signed by chain {} \
+                             — check `chain`",
+                            c.display()
+                        ),
+                        None => format!(
+                            "{label}: the receiver's certificate is not signed by a public CA \
+                             — set `chain` to the receiver's CA file"
+                        ),
+                    })
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => Error::Tls(format!(
+                    "{label}: the receiver's certificate is not valid for {} — check \
+                     `address` (it must be a name or IP in the receiver's certificate)",
+                    self.address
+                )),
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    Error::Tls(format!("{label}: the receiver's certificate has expired"))
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    Error::Tls(format!(
+                        "{label}: the receiver's certificate is not valid yet (check the clock)"
+                    ))
+                }
+                other => Error::Tls(format!(
+                    "{label}: the receiver's certificate is not acceptable: {other:?}"
+                )),
+            },
+            rustls::Error::AlertReceived(alert) => {
+                let a = *alert;
+                let no_cert = !t.has_client_cert;
+                if no_cert
+                    && matches!(
+                        a,
+                        AlertDescription::CertificateRequired
+                            | AlertDescription::HandshakeFailure
+                            | AlertDescription::BadCertificate
+                            | AlertDescription::AccessDenied
+                    )
+                {
+                    Error::Tls(format!(
+                        "{label}: the receiver demands a client certificate (alert {a:?}) — \
+                         configure `cert` and `key`"
+                    ))
+                } else if matches!(
+                    a,
+                    AlertDescription::BadCertificate
+                        | AlertDescription::UnknownCA
+                        | AlertDescription::CertificateUnknown
+                        | AlertDescription::UnsupportedCertificate
+                        | AlertDescription::CertificateRevoked
+                        | AlertDescription::CertificateExpired
+                        | AlertDescription::AccessDenied
+                        | AlertDescription::DecryptError
+                ) {
+                    Error::Tls(format!(
+                        "{label}: the receiver rejected our client certificate{cert_shown} \
+                         (alert {a:?}) — check that `cert` is signed by a CA the receiver trusts"
+                    ))
+                } else {
+                    Error::Output {
+                        message: format!(
+                            "{label}: the receiver refused the handshake (alert {a:?})"
+                        ),
+                        transient: true,
+                    }
+                }
+            }
+            other => Error::Output {
+                message: format!("{label}: tls handshake failed: {other}"),
+                transient: true,
+            },
+        }
+    }
+
+    /// Describe an io error of an established connection.
+    fn io_message(&self, e: &io::Error, what: &str) -> String {
+        if let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return match re {
+                rustls::Error::AlertReceived(a) => format!("{what}: the receiver sent alert {a:?}"),
+                other => format!("{what}: tls: {other}"),
+            };
+        }
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                "{what}: the receiver stopped reading (a write blocked for {:.1}s)",
+                self.timeouts.io.as_secs_f64()
+            ),
+            io::ErrorKind::UnexpectedEof => what.to_owned(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                format!("{what}: the receiver closed the connection ({e})")
+            }
+            _ => format!("{what}: {e}"),
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(Conn {
+            mut sock,
+            tls: Some(mut tls),
+        }) = self.conn.take()
+        {
+            // Say goodbye properly, but never hang on a receiver that stopped reading.
+            let _ = sock.set_write_timeout(Some(CLOSE_WAIT));
+            tls.send_close_notify();
+            let _ = write_tls_all(&mut tls, &mut sock);
+        }
+    }
+}
+
+fn write_tls_all(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        tls.write_tls(sock)?;
+    }
+    Ok(())
+}
+
+/// Read what the peer sent without blocking (the socket is non-blocking here).
+/// Ok when nothing is there; an `UnexpectedEof` error when the peer closed.
+fn peek_peer(conn: &mut Conn) -> io::Result<()> {
+    let closed = || io::Error::new(io::ErrorKind::UnexpectedEof, "closed");
+    let mut scratch = [0u8; READ_SCRATCH];
+    loop {
+        let r = match conn.tls.as_mut() {
+            Some(tls) => tls.read_tls(&mut conn.sock),
+            None => conn.sock.read(&mut scratch),
+        };
+        match r {
+            Ok(0) => return Err(closed()),
+            Ok(_) => {
+                if let Some(tls) = conn.tls.as_mut() {
+                    let state = tls
+                        .process_new_packets()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    if state.peer_has_closed() {
+                        return Err(closed());
+                    }
+                    // Receivers send no application data; discard any.
+                    let n = state.plaintext_bytes_to_read();
+                    let mut left = n;
+                    while left > 0 {
+                        match tls.reader().read(&mut scratch) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => left = left.saturating_sub(k),
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes in the socket's send queue that the peer's TCP has not acknowledged yet
+/// (unsent + unacknowledged). std has no API for this, so libc's ioctl is used:
+/// SIOCOUTQ (equal to TIOCOUTQ on Linux) on a TCP socket returns `write_seq - snd_una`.
+#[cfg(target_os = "linux")]
+fn unacked_bytes(sock: &TcpStream) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut pending: libc::c_int = 0;
+    // SAFETY: the fd is an open socket owned by `sock` for the whole call, and
+    // TIOCOUTQ writes exactly one c_int through the pointer.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut pending) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::try_from(pending).unwrap_or(0))
+}
+
+/// Elsewhere the queue cannot be read: a flushed write counts as delivered.
+#[cfg(not(target_os = "linux"))]
+fn unacked_bytes(_sock: &TcpStream) -> io::Result<u64> {
+    Ok(0)
+}
+
+fn tls_setup(cfg: &TlsOutput) -> Result<TlsSetup> {
+    let server_name = ServerName::try_from(cfg.address.clone()).map_err(|_| {
+        Error::Tls(format!(
+            "address {:?} is not a valid host name or IP address — check `address`",
+            cfg.address
+        ))
+    })?;
+    let mut roots = RootCertStore::empty();
+    match &cfg.chain {
+        Some(chain) => {
+            for c in pem::load_certs(chain, "chain")? {
+                roots.add(c).map_err(|e| {
+                    Error::Tls(format!(
+                        "chain {}: not a usable CA certificate: {e} — check `chain`",
+                        chain.display()
+                    ))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(format!("tls setup: {e}")))?
+            .with_root_certificates(roots);
+    let config = match (&cfg.cert, &cfg.key) {
+        (Some(cert), Some(key)) => {
+            let certs = pem::load_certs(cert, "cert")?;
+            let key_der = pem::load_key(key)?;
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => Error::Tls(format!(
+                        "key {} does not match certificate {} — check `cert` and `key`",
+                        key.display(),
+                        cert.display()
+                    )),
+                    other => Error::Tls(format!(
+                        "key {}: not a usable RSA or ECDSA private key: {other} — check `key`",
+                        key.display()
+                    )),
+                })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) => {
+            return Err(Error::Tls(
+                "`cert` is set but `key` is not — set both".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::Tls(
+                "`key` is set but `cert` is not — set both".into(),
+            ))
+        }
+    };
+    Ok(TlsSetup {
+        config: Arc::new(config),
+        server_name,
+        has_client_cert: cfg.cert.is_some(),
+        chain: cfg.chain.clone(),
+        cert: cfg.cert.clone(),
+    })
+}
+
+/// This machine's host name for the syslog header, read once: the kernel's
+/// `/proc/sys/kernel/hostname`, else gethostname(2), else `localhost`. Only printable
+/// ASCII without spaces is kept (RFC 5424 HOSTNAME).
+pub fn host_name() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(libc_hostname)
+            .unwrap_or_default();
+        sanitize_host(&raw)
+    })
+}
+
+fn sanitize_host(raw: &str) -> String {
+    let h: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(HOSTNAME_MAX)
+        .collect();
+    if h.is_empty() {
+        "localhost".into()
+    } else {
+        h
+    }
+}
+
+fn libc_hostname() -> Option<String> {
+    let mut buf = [0u8; HOSTNAME_MAX + 1];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(buf.get(..end)?).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_cleaned() {
+        assert_eq!(sanitize_host("web-1\n"), "web-1");
+        assert_eq!(sanitize_host(" \n"), "localhost");
+        assert_eq!(sanitize_host("a b"), "ab");
+        assert!(!host_name().is_empty());
+    }
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        let cfg = TlsOutput {
+            address: "127.0.0.1".into(),
+            port: 1,
+            tls: true,
+            chain: None,
+            cert: Some("/x.crt".into()),
+            key: None,
+            tag: String::new(),
+        };
+        let e = Link::new("o", &cfg, Timeouts::default()).err().unwrap();
+        assert!(e.to_string().contains("set both"), "{e}");
+    }
+
+    #[test]
+    fn without_chain_the_built_in_roots_are_used() {
+        let cfg = TlsOutput {
+            address: "collector-us.devo.io".into(),
+            port: 443,
+            tls: true,
+            chain: None,
+            cert: None,
+            key: None,
+            tag: String::new(),
+        };
+        let l = Link::new("o", &cfg, Timeouts::default()).unwrap();
+        assert!(!l.connected());
+        assert_eq!(l.generation(), 0);
+        assert_eq!(l.label(), "output o (collector-us.devo.io:443)");
+        let bad = TlsOutput {
+            address: "not a host".into(),
+            ..cfg
+        };
+        let e = Link::new("o", &bad, Timeouts::default()).err().unwrap();
+        assert!(e.to_string().contains("check `address`"), "{e}");
+    }
+}
