@@ -133,10 +133,10 @@ pub enum Level {
 /// crate logger when it lands.
 pub fn log(level: Level, msg: &str) {
     let l = match level {
-        Level::Info => "INFO",
-        Level::Warning => "WARNING",
+        Level::Info => crate::log::Level::Info,
+        Level::Warning => crate::log::Level::Warning,
     };
-    eprintln!("{l} OutputSender -> {msg}");
+    crate::log::write(l, "OutputProcess::OutputSender", format_args!("{msg}"));
 }
 
 #[cfg(test)]
