@@ -396,10 +396,9 @@ fn indicator(s: &str, no: u32, col: u32, is_key: bool) -> Option<Diag> {
             "block sequences (`- `) are not supported",
             "write a mapping `key: value`",
         ),
-        '?' if matches!(second, None | Some(' ') | Some('\t')) => (
-            "complex keys (`?`) are not supported",
-            "write `key: value`",
-        ),
+        '?' if matches!(second, None | Some(' ') | Some('\t')) => {
+            ("complex keys (`?`) are not supported", "write `key: value`")
+        }
         '"' | '\'' if is_key => ("quoted keys are not supported", "write the key unquoted"),
         ',' if !is_key => ("unexpected `,`", "quote the value"),
         _ => return None,
@@ -519,7 +518,12 @@ fn double_quoted(body: &str, no: u32, col: u32) -> Result<(String, usize), Diag>
                     'r' => '\r',
                     'e' => '\u{1b}',
                     ' ' => ' ',
-                    other => return Err(bad(format!("unknown escape `\\{}`", other.escape_default()))),
+                    other => {
+                        return Err(bad(format!(
+                            "unknown escape `\\{}`",
+                            other.escape_default()
+                        )))
+                    }
                 });
             }
             c => out.push(c),
@@ -627,7 +631,12 @@ fn is_float_syntax(s: &str) -> bool {
     let mut frac_digits = 0;
     if b.get(i) == Some(&b'.') {
         i += 1;
-        frac_digits = b.get(i..).unwrap_or(&[]).iter().take_while(|c| c.is_ascii_digit()).count();
+        frac_digits = b
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         i += frac_digits;
     }
     if int_digits == 0 && frac_digits == 0 {
@@ -638,7 +647,12 @@ fn is_float_syntax(s: &str) -> bool {
         if matches!(b.get(i), Some(b'-') | Some(b'+')) {
             i += 1;
         }
-        let exp = b.get(i..).unwrap_or(&[]).iter().take_while(|c| c.is_ascii_digit()).count();
+        let exp = b
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if exp == 0 {
             return false;
         }
@@ -666,7 +680,10 @@ fn build(
                 no,
                 key_col,
                 "unexpected indentation",
-                format!("align this key with the keys above it at column {}", indent + 1),
+                format!(
+                    "align this key with the keys above it at column {}",
+                    indent + 1
+                ),
             ));
             *idx += 1;
             skip_deeper(lines, idx, indent);
@@ -683,7 +700,10 @@ fn build(
             diags.push(Diag::syntax(
                 no,
                 key_col,
-                format!("duplicate key `{key}` (first at line {})", first.key_pos.line),
+                format!(
+                    "duplicate key `{key}` (first at line {})",
+                    first.key_pos.line
+                ),
                 "keep only one of them",
             ));
         }
@@ -753,7 +773,15 @@ pub fn parse_json(text: &str, env: EnvFn<'_>) -> Result<Node, Vec<Diag>> {
         )]);
     }
     let mut diags = Vec::new();
-    let root = json_node(&parsed, text, 0, Pos { line: 1, col: 1 }, 0, env, &mut diags);
+    let root = json_node(
+        &parsed,
+        text,
+        0,
+        Pos { line: 1, col: 1 },
+        0,
+        env,
+        &mut diags,
+    );
     if diags.is_empty() {
         Ok(root)
     } else {
@@ -994,7 +1022,6 @@ pub struct ServiceConfig {
     pub max_requests_per_5_minutes: u32,
 }
 
-
 // ---------------------------------------------------------------------------
 // Key reference
 // ---------------------------------------------------------------------------
@@ -1148,7 +1175,14 @@ fn join(path: &str, key: &str) -> String {
 }
 
 impl<'a> Checker<'a> {
-    fn err(&mut self, pos: Pos, code: Option<u8>, key: &str, what: impl Into<String>, fix: impl Into<String>) {
+    fn err(
+        &mut self,
+        pos: Pos,
+        code: Option<u8>,
+        key: &str,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.diags.push(Diag {
             pos,
             code,
@@ -1159,7 +1193,13 @@ impl<'a> Checker<'a> {
     }
 
     /// View a mapping node, reporting unknown keys. `None` (after an error) if not a mapping.
-    fn fields<'n>(&mut self, node: &'n Node, path: &str, known: &[&str], code: Option<u8>) -> Option<Fields<'n>> {
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+        code: Option<u8>,
+    ) -> Option<Fields<'n>> {
         match &node.value {
             Value::Map(entries) => {
                 for e in entries {
@@ -1193,22 +1233,49 @@ impl<'a> Checker<'a> {
     }
 
     /// An integer in `min..=max`; `codes` = (not an int, out of range).
-    fn int(&mut self, f: &Fields<'_>, key: &str, min: i64, max: i64, default: i64, codes: (Option<u8>, Option<u8>)) -> i64 {
+    fn int(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        min: i64,
+        max: i64,
+        default: i64,
+        codes: (Option<u8>, Option<u8>),
+    ) -> i64 {
         let Some(e) = f.opt(key) else { return default };
         let path = f.path(key);
-        let fix = format!("write a whole number from {min} to {max} in digits, e.g. `{key}: {default}`");
+        let fix =
+            format!("write a whole number from {min} to {max} in digits, e.g. `{key}: {default}`");
         match &e.node.value {
             Value::Int(i) if (min..=max).contains(i) => *i,
             Value::Int(i) => {
-                self.err(e.node.pos, codes.1, &path, format!("{i} is out of range"), fix);
+                self.err(
+                    e.node.pos,
+                    codes.1,
+                    &path,
+                    format!("{i} is out of range"),
+                    fix,
+                );
                 default
             }
             Value::Str(s) => {
-                self.err(e.node.pos, codes.0, &path, format!("`{}` is not a number", echo(s)), fix);
+                self.err(
+                    e.node.pos,
+                    codes.0,
+                    &path,
+                    format!("`{}` is not a number", echo(s)),
+                    fix,
+                );
                 default
             }
             other => {
-                self.err(e.node.pos, codes.0, &path, format!("expected an integer, found {}", other.kind()), fix);
+                self.err(
+                    e.node.pos,
+                    codes.0,
+                    &path,
+                    format!("expected an integer, found {}", other.kind()),
+                    fix,
+                );
                 default
             }
         }
@@ -1223,7 +1290,13 @@ impl<'a> Checker<'a> {
                     Value::Str(s) => format!("`{}`", echo(s)),
                     o => o.kind().to_string(),
                 };
-                self.err(e.node.pos, None, &f.path(key), format!("expected true or false, found {found}"), format!("write `{key}: true` or `{key}: false`"));
+                self.err(
+                    e.node.pos,
+                    None,
+                    &f.path(key),
+                    format!("expected true or false, found {found}"),
+                    format!("write `{key}: true` or `{key}: false`"),
+                );
                 default
             }
         }
@@ -1236,7 +1309,13 @@ impl<'a> Checker<'a> {
             Value::Str(s) => Some(s.clone()),
             Value::Int(i) if allow_int => Some(i.to_string()),
             other => {
-                self.err(e.node.pos, None, &f.path(key), format!("expected a string, found {}", other.kind()), "write text, quoted if needed");
+                self.err(
+                    e.node.pos,
+                    None,
+                    &f.path(key),
+                    format!("expected a string, found {}", other.kind()),
+                    "write text, quoted if needed",
+                );
                 None
             }
         }
@@ -1266,13 +1345,26 @@ impl<'a> Checker<'a> {
     }
 
     /// A file that must exist and be a regular file.
-    fn existing_file(&mut self, e: &Entry, path: &str, resolved: PathBuf, code: Option<u8>, fix: &str) -> Option<PathBuf> {
+    fn existing_file(
+        &mut self,
+        e: &Entry,
+        path: &str,
+        resolved: PathBuf,
+        code: Option<u8>,
+        fix: &str,
+    ) -> Option<PathBuf> {
         match std::fs::metadata(&resolved) {
             Ok(m) if m.is_file() => match std::fs::File::open(&resolved) {
                 Ok(_) => Some(resolved),
                 Err(err) => {
                     let what = format!("cannot read `{}`: {err}", self.shown(&resolved));
-                    self.err(e.node.pos, code, path, what, "make it readable by the collector's user");
+                    self.err(
+                        e.node.pos,
+                        code,
+                        path,
+                        what,
+                        "make it readable by the collector's user",
+                    );
                     None
                 }
             },
@@ -1310,7 +1402,11 @@ fn check_https(s: &str) -> std::result::Result<(), String> {
         let Some((h, after)) = v6.split_once(']') else {
             return Err("has an unclosed `[` in its host".into());
         };
-        if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        if h.is_empty()
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return Err("has a bad IPv6 host".into());
         }
         (h, after.strip_prefix(':'))
@@ -1324,7 +1420,9 @@ fn check_https(s: &str) -> std::result::Result<(), String> {
         return Err("has no host".into());
     }
     if !authority.starts_with('[')
-        && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
     {
         return Err("has a bad host name".into());
     }
@@ -1347,7 +1445,11 @@ fn with_path(value: &str, path: &str) -> String {
 }
 
 /// Validate a parsed tree into a [`Config`]; `Err` holds every mistake.
-pub fn validate(root: &Node, label: &str, base: &Path) -> std::result::Result<Config, (Vec<Diag>, Vec<String>)> {
+pub fn validate(
+    root: &Node,
+    label: &str,
+    base: &Path,
+) -> std::result::Result<Config, (Vec<Diag>, Vec<String>)> {
     let mut c = Checker {
         diags: Vec::new(),
         warnings: Vec::new(),
@@ -1381,8 +1483,12 @@ fn check_globals(c: &mut Checker<'_>, top: &Fields<'_>) -> Globals {
         name: "msgtrace".into(),
         state_dir: c.base.join("state"),
     };
-    let Some(e) = top.opt("globals") else { return g };
-    let Some(f) = c.fields(&e.node, "globals", GLOBAL_KEYS, None) else { return g };
+    let Some(e) = top.opt("globals") else {
+        return g;
+    };
+    let Some(f) = c.fields(&e.node, "globals", GLOBAL_KEYS, None) else {
+        return g;
+    };
     g.debug = c.boolean(&f, "debug", false);
     if let Some(id) = c.string(&f, "id", true) {
         g.id = id;
@@ -1390,22 +1496,43 @@ fn check_globals(c: &mut Checker<'_>, top: &Fields<'_>) -> Globals {
     if let Some(name) = c.string(&f, "name", false) {
         g.name = name;
     }
-    let Some(pe) = f.opt("persistence") else { return g };
-    let Some(p) = c.fields(&pe.node, "globals.persistence", PERSISTENCE_KEYS, None) else { return g };
+    let Some(pe) = f.opt("persistence") else {
+        return g;
+    };
+    let Some(p) = c.fields(&pe.node, "globals.persistence", PERSISTENCE_KEYS, None) else {
+        return g;
+    };
     if let Some(t) = c.string(&p, "type", false) {
         if t != "filesystem" {
             let pos = p.get("type").map_or(p.pos, |e| e.node.pos);
-            c.err(pos, None, "globals.persistence.type", format!("`{}` is not supported", echo(&t)), "write `type: filesystem`");
+            c.err(
+                pos,
+                None,
+                "globals.persistence.type",
+                format!("`{}` is not supported", echo(&t)),
+                "write `type: filesystem`",
+            );
         }
     }
     let Some(ce) = p.opt("config") else { return g };
-    let Some(pc) = c.fields(&ce.node, "globals.persistence.config", PERSISTENCE_CONFIG_KEYS, None) else {
+    let Some(pc) = c.fields(
+        &ce.node,
+        "globals.persistence.config",
+        PERSISTENCE_CONFIG_KEYS,
+        None,
+    ) else {
         return g;
     };
     if let Some(dir) = c.string(&pc, "directory_name", false) {
         if dir.is_empty() {
             let pos = pc.get("directory_name").map_or(pc.pos, |e| e.node.pos);
-            c.err(pos, None, "globals.persistence.config.directory_name", "is empty", "name a directory, e.g. `state`");
+            c.err(
+                pos,
+                None,
+                "globals.persistence.config.directory_name",
+                "is empty",
+                "name a directory, e.g. `state`",
+            );
         } else {
             g.state_dir = c.resolve(&dir);
         }
@@ -1416,22 +1543,48 @@ fn check_globals(c: &mut Checker<'_>, top: &Fields<'_>) -> Globals {
 fn check_outputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<OutputConfig> {
     let mut out = Vec::new();
     let Some(e) = top.opt("outputs") else {
-        c.err(top.pos, None, "outputs", "missing", "add an `outputs:` section with at least one output (e.g. `type: stdout`)");
+        c.err(
+            top.pos,
+            None,
+            "outputs",
+            "missing",
+            "add an `outputs:` section with at least one output (e.g. `type: stdout`)",
+        );
         return out;
     };
     let Value::Map(entries) = &e.node.value else {
-        c.err(e.node.pos, None, "outputs", format!("expected a mapping, found {}", e.node.value.kind()), "indent one output per key under `outputs:`");
+        c.err(
+            e.node.pos,
+            None,
+            "outputs",
+            format!("expected a mapping, found {}", e.node.value.kind()),
+            "indent one output per key under `outputs:`",
+        );
         return out;
     };
     if entries.is_empty() {
-        c.err(e.node.pos, None, "outputs", "no output configured", "add one, e.g. `devo_1:` with `type: devo_platform`");
+        c.err(
+            e.node.pos,
+            None,
+            "outputs",
+            "no output configured",
+            "add one, e.g. `devo_1:` with `type: devo_platform`",
+        );
     }
     for oe in entries {
         let path = format!("outputs.{}", oe.key);
-        let Some(f) = c.fields(&oe.node, &path, OUTPUT_KEYS, None) else { continue };
+        let Some(f) = c.fields(&oe.node, &path, OUTPUT_KEYS, None) else {
+            continue;
+        };
         let Some(kind) = c.string(&f, "type", false) else {
             if f.opt("type").is_none() {
-                c.err(f.pos, None, &f.path("type"), "missing", "add `type: devo_platform` (or syslog, stdout, file)");
+                c.err(
+                    f.pos,
+                    None,
+                    &f.path("type"),
+                    "missing",
+                    "add `type: devo_platform` (or syslog, stdout, file)",
+                );
             }
             continue;
         };
@@ -1442,14 +1595,30 @@ fn check_outputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<OutputConfig> {
             "file" => FILE_KEYS,
             "stdout" => &[],
             other => {
-                c.err(type_pos, None, &f.path("type"), format!("unknown output type `{}`", echo(other)), format!("{} (one of {})", suggest(other, OUTPUT_TYPES).replace("remove it; known keys: ", "use one of: "), OUTPUT_TYPES.join(", ")));
+                c.err(
+                    type_pos,
+                    None,
+                    &f.path("type"),
+                    format!("unknown output type `{}`", echo(other)),
+                    format!(
+                        "{} (one of {})",
+                        suggest(other, OUTPUT_TYPES)
+                            .replace("remove it; known keys: ", "use one of: "),
+                        OUTPUT_TYPES.join(", ")
+                    ),
+                );
                 continue;
             }
         };
         let cfg_path = f.path("config");
-        let empty = Node { pos: f.pos, value: Value::Map(Vec::new()) };
+        let empty = Node {
+            pos: f.pos,
+            value: Value::Map(Vec::new()),
+        };
         let cfg_node = f.opt("config").map_or(&empty, |e| &e.node);
-        let Some(cf) = c.fields(cfg_node, &cfg_path, known, None) else { continue };
+        let Some(cf) = c.fields(cfg_node, &cfg_path, known, None) else {
+            continue;
+        };
         let kind = match kind.as_str() {
             "stdout" => Some(OutputKind::Stdout),
             "file" => check_file_output(c, &cf),
@@ -1457,7 +1626,10 @@ fn check_outputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<OutputConfig> {
             _ => check_tls_output(c, &cf, false).map(OutputKind::Syslog),
         };
         if let Some(kind) = kind {
-            out.push(OutputConfig { name: oe.key.clone(), kind });
+            out.push(OutputConfig {
+                name: oe.key.clone(),
+                kind,
+            });
         }
     }
     out
@@ -1465,15 +1637,29 @@ fn check_outputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<OutputConfig> {
 
 fn check_file_output(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
     match c.string(f, "path", false) {
-        Some(p) if !p.is_empty() => Some(OutputKind::File { path: c.resolve(&p) }),
+        Some(p) if !p.is_empty() => Some(OutputKind::File {
+            path: c.resolve(&p),
+        }),
         Some(_) => {
             let pos = f.get("path").map_or(f.pos, |e| e.node.pos);
-            c.err(pos, None, &f.path("path"), "is empty", "give the file to append events to");
+            c.err(
+                pos,
+                None,
+                &f.path("path"),
+                "is empty",
+                "give the file to append events to",
+            );
             None
         }
         None => {
             if f.opt("path").is_none() {
-                c.err(f.pos, None, &f.path("path"), "missing", "add `path: events.jsonl`");
+                c.err(
+                    f.pos,
+                    None,
+                    &f.path("path"),
+                    "missing",
+                    "add `path: events.jsonl`",
+                );
             }
             None
         }
@@ -1485,16 +1671,34 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, devo: bool) -> Option<T
     let address = c.string(f, "address", false);
     match &address {
         None if f.opt("address").is_none() => {
-            c.err(f.pos, None, &f.path("address"), "missing", "add `address: collector-us.devo.io` (your receiver's host)");
+            c.err(
+                f.pos,
+                None,
+                &f.path("address"),
+                "missing",
+                "add `address: collector-us.devo.io` (your receiver's host)",
+            );
         }
         Some(a) if a.is_empty() || a.contains([' ', '/', '\t']) => {
             let pos = f.get("address").map_or(f.pos, |e| e.node.pos);
-            c.err(pos, None, &f.path("address"), format!("`{}` is not a host name", echo(a)), "write a host name or IP address, without scheme or path");
+            c.err(
+                pos,
+                None,
+                &f.path("address"),
+                format!("`{}` is not a host name", echo(a)),
+                "write a host name or IP address, without scheme or path",
+            );
         }
         _ => {}
     }
     let port = if f.opt("port").is_none() {
-        c.err(f.pos, None, &f.path("port"), "missing", "add `port: 443` (Devo) or your receiver's port");
+        c.err(
+            f.pos,
+            None,
+            &f.path("port"),
+            "missing",
+            "add `port: 443` (Devo) or your receiver's port",
+        );
         0
     } else {
         c.int(f, "port", 1, 65_535, 443, (None, None))
@@ -1505,7 +1709,13 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, devo: bool) -> Option<T
         Some(t) if t.eq_ignore_ascii_case("tcp") => false,
         Some(t) => {
             let pos = f.get("type").map_or(f.pos, |e| e.node.pos);
-            c.err(pos, None, &f.path("type"), format!("`{}` is not a connection type", echo(&t)), "write `type: SSL` or `type: TCP`");
+            c.err(
+                pos,
+                None,
+                &f.path("type"),
+                format!("`{}` is not a connection type", echo(&t)),
+                "write `type: SSL` or `type: TCP`",
+            );
             true
         }
     };
@@ -1519,13 +1729,27 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, devo: bool) -> Option<T
         };
         let Some(e) = f.get(key) else { continue };
         let resolved = c.resolve_cert(&name);
-        *slot = c.existing_file(e, &f.path(key), resolved, None, "put the file in certs/ or give its path");
+        *slot = c.existing_file(
+            e,
+            &f.path(key),
+            resolved,
+            None,
+            "put the file in certs/ or give its path",
+        );
     }
     let [chain, cert, key] = files;
     if !devo && tls && (f.opt("cert").is_some() != f.opt("key").is_some()) {
-        c.err(f.pos, None, &f.path("cert"), "`cert` and `key` go together", "give both (client certificate) or neither");
+        c.err(
+            f.pos,
+            None,
+            &f.path("cert"),
+            "`cert` and `key` go together",
+            "give both (client certificate) or neither",
+        );
     }
-    let tag = c.string(f, "tag", false).unwrap_or_else(|| DEFAULT_TAG.to_string());
+    let tag = c
+        .string(f, "tag", false)
+        .unwrap_or_else(|| DEFAULT_TAG.to_string());
     if c.diags.len() > before {
         return None;
     }
@@ -1543,11 +1767,23 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, devo: bool) -> Option<T
 fn check_inputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<InputConfig> {
     let mut out: Vec<InputConfig> = Vec::new();
     let Some(e) = top.opt("inputs") else {
-        c.err(top.pos, None, "inputs", "missing", format!("add an `inputs:` section with `{INPUT_BASE}:`"));
+        c.err(
+            top.pos,
+            None,
+            "inputs",
+            "missing",
+            format!("add an `inputs:` section with `{INPUT_BASE}:`"),
+        );
         return out;
     };
     let Value::Map(entries) = &e.node.value else {
-        c.err(e.node.pos, None, "inputs", format!("expected a mapping, found {}", e.node.value.kind()), format!("indent `{INPUT_BASE}:` under `inputs:`"));
+        c.err(
+            e.node.pos,
+            None,
+            "inputs",
+            format!("expected a mapping, found {}", e.node.value.kind()),
+            format!("indent `{INPUT_BASE}:` under `inputs:`"),
+        );
         return out;
     };
     // (id, line) and (tenant, api, name, line) seen so far, for duplicate checks.
@@ -1566,9 +1802,18 @@ fn check_inputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<InputConfig> {
         let path = format!("inputs.{name}");
         if let Some(input) = check_input(c, ie, &path) {
             if let Some((_, line, other)) = ids.iter().find(|(id, _, _)| *id == input.id) {
-                let what = format!("id `{}` is also used by input `{other}` (line {line})", echo(&input.id));
+                let what = format!(
+                    "id `{}` is also used by input `{other}` (line {line})",
+                    echo(&input.id)
+                );
                 let pos = ie.node.get("id").map_or(ie.key_pos, |e| e.node.pos);
-                c.err(pos, None, &join(&path, "id"), what, "give every input its own id (it names the state file: never reuse one)");
+                c.err(
+                    pos,
+                    None,
+                    &join(&path, "id"),
+                    what,
+                    "give every input its own id (it names the state file: never reuse one)",
+                );
             }
             ids.push((input.id.clone(), ie.key_pos.line, name.to_string()));
             let dup = out.iter().find(|o| {
@@ -1582,7 +1827,13 @@ fn check_inputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<InputConfig> {
                     input.service.api.service_name(),
                     o.name
                 );
-                c.err(ie.key_pos, None, &path, what, "remove one of the two inputs: both would send the same records");
+                c.err(
+                    ie.key_pos,
+                    None,
+                    &path,
+                    what,
+                    "remove one of the two inputs: both would send the same records",
+                );
             }
             out.push(input);
         }
@@ -1596,25 +1847,53 @@ fn check_input(c: &mut Checker<'_>, ie: &Entry, path: &str) -> Option<InputConfi
     let id = match c.string(&f, "id", true) {
         None => {
             if f.opt("id").is_none() {
-                c.err(f.pos, None, &f.path("id"), "missing", "add `id: 12345` (a short unique id; it names the state file)");
+                c.err(
+                    f.pos,
+                    None,
+                    &f.path("id"),
+                    "missing",
+                    "add `id: 12345` (a short unique id; it names the state file)",
+                );
             }
             None
         }
         Some(id) => {
             let ok = !id.is_empty()
                 && id.len() <= MAX_ID_LEN
-                && id.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+                && id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
                 && !id.starts_with('.');
             if !ok {
                 let pos = f.get("id").map_or(f.pos, |e| e.node.pos);
-                c.err(pos, None, &f.path("id"), format!("`{}` cannot name a state file", echo(&id)), format!("use up to {MAX_ID_LEN} letters, digits, `_`, `-`, `.`"));
+                c.err(
+                    pos,
+                    None,
+                    &f.path("id"),
+                    format!("`{}` cannot name a state file", echo(&id)),
+                    format!("use up to {MAX_ID_LEN} letters, digits, `_`, `-`, `.`"),
+                );
             }
             Some(id)
         }
     };
     let enabled = c.boolean(&f, "enabled", true);
-    let cutoff = c.int(&f, "max_historic_date_cutoff_days_back", 1, 1_000_000, 10, (Some(11), Some(11)));
-    let margin = c.int(&f, "max_historic_date_margin_seconds", 1, 86_400_000_000, 60, (Some(13), Some(13)));
+    let cutoff = c.int(
+        &f,
+        "max_historic_date_cutoff_days_back",
+        1,
+        1_000_000,
+        10,
+        (Some(11), Some(11)),
+    );
+    let margin = c.int(
+        &f,
+        "max_historic_date_margin_seconds",
+        1,
+        86_400_000_000,
+        60,
+        (Some(13), Some(13)),
+    );
     let credentials = check_credentials(c, &f);
     let service = check_services(c, &f);
     if c.diags.len() > before {
@@ -1633,7 +1912,13 @@ fn check_input(c: &mut Checker<'_>, ie: &Entry, path: &str) -> Option<InputConfi
 
 fn check_credentials(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Credentials> {
     let Some(e) = f.opt("credentials") else {
-        c.err(f.pos, Some(0), &f.path("credentials"), "missing", "add `credentials:` with tenant_id, client_id and client_secret");
+        c.err(
+            f.pos,
+            Some(0),
+            &f.path("credentials"),
+            "missing",
+            "add `credentials:` with tenant_id, client_id and client_secret",
+        );
         return None;
     };
     let cf = c.fields(&e.node, &f.path("credentials"), CREDENTIAL_KEYS, Some(1))?;
@@ -1654,23 +1939,47 @@ fn secret(c: &mut Checker<'_>, f: &Fields<'_>, key: &str, missing: u8) -> Option
     let via_file = f.opt(&file_key);
     match (direct, via_file) {
         (Some(_), Some(fe)) => {
-            c.err(fe.key_pos, None, &f.path(&file_key), format!("both `{key}` and `{file_key}` are given"), "keep only one");
+            c.err(
+                fe.key_pos,
+                None,
+                &f.path(&file_key),
+                format!("both `{key}` and `{file_key}` are given"),
+                "keep only one",
+            );
             None
         }
         (Some(e), None) => match &e.node.value {
             Value::Str(s) if !s.is_empty() => Some(Secret::new(s.clone())),
             Value::Str(_) => {
-                c.err(e.node.pos, Some(missing), &f.path(key), "is empty", format!("give the {key} from the Azure app registration"));
+                c.err(
+                    e.node.pos,
+                    Some(missing),
+                    &f.path(key),
+                    "is empty",
+                    format!("give the {key} from the Azure app registration"),
+                );
                 None
             }
             other => {
-                c.err(e.node.pos, Some(missing + 1), &f.path(key), format!("expected a string, found {}", other.kind()), "quote the value");
+                c.err(
+                    e.node.pos,
+                    Some(missing + 1),
+                    &f.path(key),
+                    format!("expected a string, found {}", other.kind()),
+                    "quote the value",
+                );
                 None
             }
         },
         (None, Some(fe)) => {
             let Value::Str(p) = &fe.node.value else {
-                c.err(fe.node.pos, Some(missing + 1), &f.path(&file_key), format!("expected a path, found {}", fe.node.value.kind()), "write the path of the file holding the secret");
+                c.err(
+                    fe.node.pos,
+                    Some(missing + 1),
+                    &f.path(&file_key),
+                    format!("expected a path, found {}", fe.node.value.kind()),
+                    "write the path of the file holding the secret",
+                );
                 return None;
             };
             let resolved = c.resolve(p);
@@ -1684,21 +1993,39 @@ fn secret(c: &mut Checker<'_>, f: &Fields<'_>, key: &str, missing: u8) -> Option
                 Ok(s) => {
                     let v = s.trim_end_matches(['\n', '\r']);
                     if v.is_empty() {
-                        c.err(fe.node.pos, Some(missing), &f.path(&file_key), format!("`{shown}` is empty"), format!("put the {key} in it"));
+                        c.err(
+                            fe.node.pos,
+                            Some(missing),
+                            &f.path(&file_key),
+                            format!("`{shown}` is empty"),
+                            format!("put the {key} in it"),
+                        );
                         None
                     } else {
                         Some(Secret::new(v))
                     }
                 }
                 Err(err) => {
-                    c.err(fe.node.pos, Some(missing), &f.path(&file_key), format!("cannot read `{shown}`: {err}"), "check the path and its permissions");
+                    c.err(
+                        fe.node.pos,
+                        Some(missing),
+                        &f.path(&file_key),
+                        format!("cannot read `{shown}`: {err}"),
+                        "check the path and its permissions",
+                    );
                     None
                 }
             }
         }
         (None, None) => {
             let pos = f.get(key).map_or(f.pos, |e| e.node.pos);
-            c.err(pos, Some(missing), &f.path(key), "missing", format!("add `{key}:` (or `{file_key}: PATH`)"));
+            c.err(
+                pos,
+                Some(missing),
+                &f.path(key),
+                "missing",
+                format!("add `{key}:` (or `{file_key}: PATH`)"),
+            );
             None
         }
     }
@@ -1706,7 +2033,16 @@ fn secret(c: &mut Checker<'_>, f: &Fields<'_>, key: &str, missing: u8) -> Option
 
 fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> {
     let Some(e) = f.opt("services") else {
-        c.err(f.pos, None, &f.path("services"), "missing", format!("add `services:` with `{}:` (or `{}:` for Microsoft Graph)", SERVICE_NAMES[0], SERVICE_NAMES[1]));
+        c.err(
+            f.pos,
+            None,
+            &f.path("services"),
+            "missing",
+            format!(
+                "add `services:` with `{}:` (or `{}:` for Microsoft Graph)",
+                SERVICE_NAMES[0], SERVICE_NAMES[1]
+            ),
+        );
         return None;
     };
     let sf = c.fields(&e.node, &f.path("services"), SERVICE_NAMES, None)?;
@@ -1714,27 +2050,47 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
     let graph = sf.get(SERVICE_NAMES[1]);
     let (se, api) = match (rep, graph) {
         (Some(_), Some(g)) => {
-            c.err(g.key_pos, None, &sf.path(SERVICE_NAMES[1]), "both services are configured: they would send the same records", "keep one service per input (Graph replaces the Reporting Web Service)");
+            c.err(
+                g.key_pos,
+                None,
+                &sf.path(SERVICE_NAMES[1]),
+                "both services are configured: they would send the same records",
+                "keep one service per input (Graph replaces the Reporting Web Service)",
+            );
             return None;
         }
         (Some(r), None) => (r, Api::Reporting),
         (None, Some(g)) => (g, Api::Graph),
         (None, None) => {
             if sf.entries.is_empty() {
-                c.err(sf.pos, None, &sf.path, "no service configured", format!("add `{}:` (or `{}:`)", SERVICE_NAMES[0], SERVICE_NAMES[1]));
+                c.err(
+                    sf.pos,
+                    None,
+                    &sf.path,
+                    "no service configured",
+                    format!("add `{}:` (or `{}:`)", SERVICE_NAMES[0], SERVICE_NAMES[1]),
+                );
             }
             return None;
         }
     };
     let path = sf.path(&se.key);
     let names: Vec<&str> = SERVICE_KEYS.iter().map(|k| k.name).collect();
-    let empty = Node { pos: se.key_pos, value: Value::Map(Vec::new()) };
-    let node = if se.node.value == Value::Null { &empty } else { &se.node };
+    let empty = Node {
+        pos: se.key_pos,
+        value: Value::Map(Vec::new()),
+    };
+    let node = if se.node.value == Value::Null {
+        &empty
+    } else {
+        &se.node
+    };
     let s = c.fields(node, &path, &names, None)?;
     let timeout = match s.opt("requests_timeout_in_seconds") {
         None => 60.0,
         Some(e) => {
-            let fix = "write a number of seconds from 1 to 86400, e.g. `requests_timeout_in_seconds: 60`";
+            let fix =
+                "write a number of seconds from 1 to 86400, e.g. `requests_timeout_in_seconds: 60`";
             let p = s.path("requests_timeout_in_seconds");
             let v = match &e.node.value {
                 Value::Int(i) => Some(*i as f64),
@@ -1744,7 +2100,13 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
             match v {
                 Some(x) if (1.0..=86_400.0).contains(&x) => x,
                 Some(x) => {
-                    c.err(e.node.pos, Some(12), &p, format!("{x} is out of range"), fix);
+                    c.err(
+                        e.node.pos,
+                        Some(12),
+                        &p,
+                        format!("{x} is out of range"),
+                        fix,
+                    );
                     60.0
                 }
                 None => {
@@ -1758,11 +2120,32 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
             }
         }
     };
-    let retries = c.int(&s, "requests_retries_before_error_in_units", 0, 100, 5, (Some(14), Some(15)));
-    let wait = c.int(&s, "requests_wait_time_between_retries_in_seconds", 0, 3600, 5, (Some(16), Some(17)));
+    let retries = c.int(
+        &s,
+        "requests_retries_before_error_in_units",
+        0,
+        100,
+        5,
+        (Some(14), Some(15)),
+    );
+    let wait = c.int(
+        &s,
+        "requests_wait_time_between_retries_in_seconds",
+        0,
+        3600,
+        5,
+        (Some(16), Some(17)),
+    );
     let period = c.int(&s, "request_period_in_seconds", 1, 86_400, 60, (None, None));
     let window = c.int(&s, "window_in_seconds", 60, 86_400, 900, (None, None));
-    let delay = c.int(&s, "override_time_delay_in_seconds", 1, 172_800, 90_000, (Some(19), Some(20)));
+    let delay = c.int(
+        &s,
+        "override_time_delay_in_seconds",
+        1,
+        172_800,
+        90_000,
+        (Some(19), Some(20)),
+    );
     if delay < SAFE_DELAY_SECS {
         if let Some(e) = s.opt("override_time_delay_in_seconds") {
             c.warnings.push(Diag {
@@ -1783,20 +2166,40 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
                     Value::Str(d) => format!("`{}` is not a date", echo(d)),
                     o => format!("expected a date, found {}", o.kind()),
                 };
-                c.err(e.node.pos, Some(18), &s.path("reset_persistence_auth"), what, "write a date as YYYY-MM-DD, e.g. `reset_persistence_auth: 2026-01-31`");
+                c.err(
+                    e.node.pos,
+                    Some(18),
+                    &s.path("reset_persistence_auth"),
+                    what,
+                    "write a date as YYYY-MM-DD, e.g. `reset_persistence_auth: 2026-01-31`",
+                );
                 None
             }
         },
     };
     let base = url(c, &s, "override_base_url", DEFAULT_BASE_URL, Some(8));
     let auth = url(c, &s, "override_base_auth_url", DEFAULT_AUTH_URL, Some(9));
-    let resource = url(c, &s, "override_base_resource_url", DEFAULT_RESOURCE_URL, Some(10));
+    let resource = url(
+        c,
+        &s,
+        "override_base_resource_url",
+        DEFAULT_RESOURCE_URL,
+        Some(10),
+    );
     let graph_url = url(c, &s, "override_graph_url", DEFAULT_GRAPH_URL, None);
     let ca_file = match c.string(&s, "ca_file", false) {
         None => None,
         Some(p) => {
             let resolved = c.resolve(&p);
-            s.get("ca_file").and_then(|e| c.existing_file(e, &s.path("ca_file"), resolved, None, "give the path of a PEM file of CA certificates"))
+            s.get("ca_file").and_then(|e| {
+                c.existing_file(
+                    e,
+                    &s.path("ca_file"),
+                    resolved,
+                    None,
+                    "give the path of a PEM file of CA certificates",
+                )
+            })
         }
     };
     let max_req = c.int(&s, "max_requests_per_5_minutes", 1, 100, 100, (None, None));
@@ -1811,7 +2214,11 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
             if needs != api {
                 c.warnings.push(format!(
                     "{}:{}:{}: {}: is used only by {}; ignored",
-                    c.label, e.key_pos.line, e.key_pos.col, s.path(&e.key), needs.service_name()
+                    c.label,
+                    e.key_pos.line,
+                    e.key_pos.col,
+                    s.path(&e.key),
+                    needs.service_name()
                 ));
             }
         }
@@ -1835,18 +2242,32 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
 }
 
 fn url(c: &mut Checker<'_>, s: &Fields<'_>, key: &str, default: &str, code: Option<u8>) -> String {
-    let Some(e) = s.opt(key) else { return default.to_string() };
+    let Some(e) = s.opt(key) else {
+        return default.to_string();
+    };
     let fix = format!("write an https URL with a host, e.g. `{key}: {default}`");
     match &e.node.value {
         Value::Str(u) => match check_https(u) {
             Ok(()) => u.clone(),
             Err(what) => {
-                c.err(e.node.pos, code, &s.path(key), format!("`{}` {what}", echo(u)), fix);
+                c.err(
+                    e.node.pos,
+                    code,
+                    &s.path(key),
+                    format!("`{}` {what}", echo(u)),
+                    fix,
+                );
                 default.to_string()
             }
         },
         other => {
-            c.err(e.node.pos, code, &s.path(key), format!("expected a URL, found {}", other.kind()), fix);
+            c.err(
+                e.node.pos,
+                code,
+                &s.path(key),
+                format!("expected a URL, found {}", other.kind()),
+                fix,
+            );
             default.to_string()
         }
     }
@@ -1879,9 +2300,16 @@ fn is_json(label: &str) -> bool {
 }
 
 fn rendered(diags: &[Diag], label: &str) -> Vec<String> {
-    let mut out: Vec<String> = diags.iter().take(MAX_DIAGS).map(|d| d.render(label)).collect();
+    let mut out: Vec<String> = diags
+        .iter()
+        .take(MAX_DIAGS)
+        .map(|d| d.render(label))
+        .collect();
     if diags.len() > MAX_DIAGS {
-        out.push(format!("{label}: … and {} more mistakes", diags.len() - MAX_DIAGS));
+        out.push(format!(
+            "{label}: … and {} more mistakes",
+            diags.len() - MAX_DIAGS
+        ));
     }
     out
 }
@@ -1893,7 +2321,12 @@ pub fn parse_str(text: &str, file_label: &str, base_dir: &Path) -> Result<Config
 }
 
 /// [`parse_str`] with an explicit environment (tests).
-pub fn parse_str_with_env(text: &str, file_label: &str, base_dir: &Path, env: EnvFn<'_>) -> Result<Config> {
+pub fn parse_str_with_env(
+    text: &str,
+    file_label: &str,
+    base_dir: &Path,
+    env: EnvFn<'_>,
+) -> Result<Config> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(Error::Config(vec![format!(
             "{file_label}:1:1: the file is larger than {MAX_CONFIG_BYTES} bytes — this is not a msgtrace config"
@@ -1919,7 +2352,11 @@ pub fn load(path: &Path) -> Result<Config> {
 pub fn load_from(path: &Path, base_dir: &Path) -> Result<Config> {
     use std::io::Read;
     let label = path.display().to_string();
-    let full = if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) };
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    };
     let file = std::fs::File::open(&full).map_err(|e| {
         Error::Config(vec![format!("{label}:0:0: cannot read the config file: {e} — give its path with -c FILE or set CONFIG_FILE")])
     })?;
@@ -1929,10 +2366,18 @@ pub fn load_from(path: &Path, base_dir: &Path) -> Result<Config> {
         .map_err(|e| Error::io(label.clone(), e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let pos = offset_pos(
-            std::str::from_utf8(e.as_bytes().get(..e.utf8_error().valid_up_to()).unwrap_or(&[])).unwrap_or(""),
+            std::str::from_utf8(
+                e.as_bytes()
+                    .get(..e.utf8_error().valid_up_to())
+                    .unwrap_or(&[]),
+            )
+            .unwrap_or(""),
             e.utf8_error().valid_up_to(),
         );
-        Error::Config(vec![format!("{label}:{}:{}: not UTF-8 text — save the file as UTF-8", pos.line, pos.col)])
+        Error::Config(vec![format!(
+            "{label}:{}:{}: not UTF-8 text — save the file as UTF-8",
+            pos.line, pos.col
+        )])
     })?;
     let mut cfg = parse_str(&text, &label, base_dir)?;
     cfg.path = path.to_path_buf();

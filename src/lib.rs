@@ -2,6 +2,7 @@
 //! SIEM over one persistent TLS connection. The binary is a thin shell over this library;
 //! what tests and fuzz targets need is public.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod output;

@@ -1,0 +1,257 @@
+//! `msgtrace check --offline`: the setup steps that need no network.
+//!
+//! Owns: proving, one line per step, that the config is valid, that every certificate,
+//! key and CA file it names is readable and well-formed PEM (and that a client
+//! certificate matches its key), and that the persistence directory can be created and
+//! written. Must not: open sockets or talk to Microsoft or a receiver (the online steps
+//! live with the lead's `check`), print (the caller prints the steps), or show a secret.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{self, Config, OutputKind};
+use crate::error::Error;
+
+/// Name of the probe file written (then removed) in the state directory.
+const PROBE_NAME: &str = ".msgtrace-write-probe";
+
+/// One checked step: rendered `✓ what` or `✗ what — fix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub ok: bool,
+    pub what: String,
+    pub fix: Option<String>,
+}
+
+impl Step {
+    fn pass(what: impl Into<String>) -> Step {
+        Step {
+            ok: true,
+            what: what.into(),
+            fix: None,
+        }
+    }
+    fn fail(what: impl Into<String>, fix: impl Into<String>) -> Step {
+        Step {
+            ok: false,
+            what: what.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.ok { '✓' } else { '✗' };
+        write!(f, "{mark} {}", self.what)?;
+        if let Some(fix) = &self.fix {
+            write!(f, " — {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Run the offline steps for the config at `cfg_path` (relative paths against the
+/// working directory). The config is returned when it is valid, for the online steps.
+pub fn offline_steps(cfg_path: &Path) -> (Option<Config>, Vec<Step>) {
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    offline_steps_in(cfg_path, &base)
+}
+
+/// [`offline_steps`] with an explicit base directory (tests).
+pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<Step>) {
+    let mut steps = Vec::new();
+    let cfg = match config::load_from(cfg_path, base) {
+        Ok(cfg) => {
+            steps.push(Step::pass(format!(
+                "config {} is valid ({} output(s), {} input(s))",
+                cfg_path.display(),
+                cfg.outputs.len(),
+                cfg.inputs.len()
+            )));
+            cfg
+        }
+        Err(Error::Config(lines)) => {
+            for line in lines {
+                // Each line already carries `— fix`.
+                steps.push(Step {
+                    ok: false,
+                    what: line,
+                    fix: None,
+                });
+            }
+            return (None, steps);
+        }
+        Err(e) => {
+            steps.push(Step::fail(
+                format!("config {}: {e}", cfg_path.display()),
+                "give the config path with -c FILE",
+            ));
+            return (None, steps);
+        }
+    };
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for out in &cfg.outputs {
+        let (OutputKind::Devo(t) | OutputKind::Syslog(t)) = &out.kind else {
+            continue;
+        };
+        let name = &out.name;
+        if let Some(chain) = &t.chain {
+            if !seen.contains(chain) {
+                seen.push(chain.clone());
+                steps.push(cert_step(&format!("output {name}: chain"), chain));
+            }
+        }
+        if let Some(cert) = &t.cert {
+            if !seen.contains(cert) {
+                seen.push(cert.clone());
+                steps.push(cert_step(&format!("output {name}: cert"), cert));
+            }
+        }
+        if let Some(key) = &t.key {
+            if !seen.contains(key) {
+                seen.push(key.clone());
+                steps.push(key_step(&format!("output {name}: key"), key));
+            }
+        }
+        if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+            if let Some(step) = pair_step(name, cert, key) {
+                steps.push(step);
+            }
+        }
+    }
+    for input in &cfg.inputs {
+        if let Some(ca) = &input.service.ca_file {
+            if !seen.contains(ca) {
+                seen.push(ca.clone());
+                steps.push(cert_step(&format!("input {}: ca_file", input.name), ca));
+            }
+        }
+    }
+    steps.push(state_dir_step(&cfg.globals.state_dir));
+    (Some(cfg), steps)
+}
+
+/// Read the certificates of a PEM file: `Err` says what is wrong.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&bytes) {
+        certs.push(item.map_err(|e| format!("bad PEM: {e}"))?);
+    }
+    if certs.is_empty() {
+        return Err("no `-----BEGIN CERTIFICATE-----` block".into());
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "no `-----BEGIN PRIVATE KEY-----` (or RSA/EC PRIVATE KEY) block".to_string()
+        }
+        other => format!("bad PEM: {other}"),
+    })
+}
+
+fn cert_step(label: &str, path: &Path) -> Step {
+    match read_certs(path) {
+        Ok(certs) => Step::pass(format!(
+            "{label} {} holds {} certificate(s)",
+            path.display(),
+            certs.len()
+        )),
+        Err(why) => Step::fail(
+            format!("{label} {}: {why}", path.display()),
+            "save the PEM file again (Devo → Administration → Credentials → X.509)",
+        ),
+    }
+}
+
+fn key_step(label: &str, path: &Path) -> Step {
+    match read_key(path) {
+        Ok(_) => Step::pass(format!("{label} {} is a private key", path.display())),
+        Err(why) => Step::fail(
+            format!("{label} {}: {why}", path.display()),
+            "save the private key PEM file again",
+        ),
+    }
+}
+
+/// Whether the client certificate belongs to the key; `None` if either is unreadable
+/// (already reported) or the key type cannot be compared.
+fn pair_step(name: &str, cert: &Path, key: &Path) -> Option<Step> {
+    let certs = read_certs(cert).ok()?;
+    let der = read_key(key).ok()?;
+    let signer = match rustls::crypto::ring::sign::any_supported_type(&der) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(Step::fail(
+                format!("output {name}: key {}: unusable: {e}", key.display()),
+                "use an RSA, ECDSA (P-256/P-384) or Ed25519 key",
+            ))
+        }
+    };
+    let ck = rustls::sign::CertifiedKey::new(certs, signer);
+    Some(match ck.keys_match() {
+        Ok(()) => Step::pass(format!("output {name}: cert and key belong together")),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Step::pass(
+            format!("output {name}: cert and key read (pairing not checked)"),
+        ),
+        Err(e) => Step::fail(
+            format!(
+                "output {name}: cert {} does not match key {}: {e}",
+                cert.display(),
+                key.display()
+            ),
+            "download the certificate and key as one pair",
+        ),
+    })
+}
+
+/// Create the persistence directory and write + remove a probe file.
+fn state_dir_step(dir: &Path) -> Step {
+    let shown = dir.display();
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Step::fail(
+            format!("state directory {shown} cannot be created: {e}"),
+            "create it, or fix globals.persistence.config.directory_name",
+        );
+    }
+    let probe = dir.join(PROBE_NAME);
+    let written = std::fs::write(&probe, b"probe\n").and_then(|()| std::fs::remove_file(&probe));
+    match written {
+        Ok(()) => Step::pass(format!("state directory {shown} is writable")),
+        Err(e) => Step::fail(
+            format!("state directory {shown} is not writable: {e}"),
+            "give the collector's user write access to it",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_renders_one_line() {
+        assert_eq!(Step::pass("config ok").to_string(), "✓ config ok");
+        assert_eq!(
+            Step::fail("state dir", "create it").to_string(),
+            "✗ state dir — create it"
+        );
+    }
+
+    #[test]
+    fn missing_config_fails_without_panicking() {
+        let (cfg, steps) =
+            offline_steps_in(Path::new("does-not-exist.yaml"), Path::new("/nonexistent"));
+        assert!(cfg.is_none());
+        assert!(steps.iter().all(|s| !s.ok));
+        assert!(!steps.is_empty());
+    }
+}
