@@ -50,7 +50,9 @@
 //!
 //! `${NAME}` (NAME = `[A-Za-z_][A-Za-z0-9_]*`) inside any scalar is replaced by the
 //! environment variable; in a plain scalar the result is then resolved as above (so
-//! `port: ${PORT}` is an integer). An unset variable is an error at the scalar.
+//! `port: ${PORT}` is an integer). An unset variable is an error at the scalar. There is
+//! no escape for a literal `${`: a secret containing it goes in `<key>_file`, whose
+//! contents are taken as they are.
 //!
 //! # JSON form
 //!
@@ -77,10 +79,12 @@ use crate::error::{Error, Result};
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 /// Deepest nesting of mappings (the vendor layout uses 5).
 pub const MAX_DEPTH: usize = 16;
-/// At most this many mistakes are listed; the rest are summarised in one line.
+/// At most this many mistakes are collected and listed (bounds memory on a garbage file).
 pub const MAX_DIAGS: usize = 200;
 /// Longest value echoed back in a message (characters), so a pasted blob stays readable.
 const MAX_ECHO: usize = 40;
+/// Longest key (characters): every real key is under 50; keys are echoed in messages.
+pub const MAX_KEY_LEN: usize = 128;
 /// A secret given as `<key>_file` must be smaller than this (64 KiB).
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
@@ -195,8 +199,13 @@ pub fn real_env(name: &str) -> Option<String> {
 }
 
 fn echo(s: &str) -> String {
-    let mut out: String = s.chars().take(MAX_ECHO).collect();
-    if s.chars().nth(MAX_ECHO).is_some() {
+    clip(s, MAX_ECHO)
+}
+
+/// At most `n` characters of `s`, with `…` when cut.
+fn clip(s: &str, n: usize) -> String {
+    let mut out: String = s.chars().take(n).collect();
+    if s.chars().nth(n).is_some() {
         out.push('…');
     }
     out
@@ -238,6 +247,9 @@ pub fn parse_yaml(text: &str, env: EnvFn<'_>) -> Result<Node, Vec<Diag>> {
             Err(d) => {
                 seen_content = true;
                 diags.push(d);
+                if diags.len() >= MAX_DIAGS {
+                    break;
+                }
             }
         }
     }
@@ -327,6 +339,14 @@ fn tokenize_line(
         ));
     };
     let key = rest.get(..colon).unwrap_or("");
+    if key.len() > MAX_KEY_LEN {
+        return Err(Diag::syntax(
+            no,
+            col,
+            format!("a key longer than {MAX_KEY_LEN} characters"),
+            "keys are short names such as `window_in_seconds`",
+        ));
+    }
     if let Some((off, c)) = key
         .char_indices()
         .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
@@ -580,8 +600,9 @@ fn substitute(s: &str, env: EnvFn<'_>) -> Result<String, (String, String)> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err((
-                format!("`${{{}}}` is not a valid variable name", echo(name)),
-                "use letters, digits and `_`, not starting with a digit".into(),
+                // The name is not echoed: it may be part of a secret that contains `${`.
+                "`${` starts an invalid variable name".to_string(),
+                "write `${NAME}` with letters, digits and `_`; a secret containing `${` goes in `<key>_file`".into(),
             ));
         }
         match env(name) {
@@ -670,6 +691,8 @@ fn build(
     diags: &mut Vec<Diag>,
 ) -> Vec<Entry> {
     let mut entries: Vec<Entry> = Vec::new();
+    // key -> line of its first occurrence (a HashMap: a flat mapping may be huge).
+    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     while let Some(line) = lines.get_mut(*idx) {
         if line.indent < indent {
             break;
@@ -696,16 +719,15 @@ fn build(
             line: no,
             col: key_col,
         };
-        if let Some(first) = entries.iter().find(|e| e.key == key) {
+        if let Some(first) = seen.get(&key) {
             diags.push(Diag::syntax(
                 no,
                 key_col,
-                format!(
-                    "duplicate key `{key}` (first at line {})",
-                    first.key_pos.line
-                ),
+                format!("duplicate key `{key}` (first at line {first})"),
                 "keep only one of them",
             ));
+        } else {
+            seen.insert(key.clone(), no);
         }
         let node = match value {
             Some(n) => n,
@@ -755,6 +777,17 @@ fn skip_deeper(lines: &[Line], idx: &mut usize, indent: usize) {
 
 /// Parse the JSON form into the same tree (positions best effort, see module docs).
 pub fn parse_json(text: &str, env: EnvFn<'_>) -> Result<Node, Vec<Diag>> {
+    let (root, diags) = parse_json_partial(text, env)?;
+    if diags.is_empty() {
+        Ok(root)
+    } else {
+        Err(diags)
+    }
+}
+
+/// The JSON tree plus per-value mistakes (arrays, `${..}`), which leave a null in the
+/// tree so that validation can still report the rest; `Err` for a syntax error.
+fn parse_json_partial(text: &str, env: EnvFn<'_>) -> Result<(Node, Vec<Diag>), Vec<Diag>> {
     use miniserde::json::Value as J;
     let parsed: J = miniserde::json::from_str(text).map_err(|_| {
         vec![Diag::syntax(
@@ -772,70 +805,75 @@ pub fn parse_json(text: &str, env: EnvFn<'_>) -> Result<Node, Vec<Diag>> {
             "write `{\"globals\": …, \"outputs\": …, \"inputs\": …}`",
         )]);
     }
-    let mut diags = Vec::new();
-    let root = json_node(
-        &parsed,
+    let mut ctx = JsonCtx {
         text,
-        0,
-        Pos { line: 1, col: 1 },
-        0,
         env,
-        &mut diags,
-    );
-    if diags.is_empty() {
-        Ok(root)
-    } else {
-        Err(diags)
-    }
+        diags: Vec::new(),
+        budget: JSON_LOCATE_BUDGET,
+    };
+    let root = ctx.node(&parsed, 0, Pos { line: 1, col: 1 }, 0);
+    Ok((root, ctx.diags))
 }
 
-fn json_node(
-    v: &miniserde::json::Value,
-    text: &str,
-    from: usize,
-    pos: Pos,
-    depth: usize,
-    env: EnvFn<'_>,
-    diags: &mut Vec<Diag>,
-) -> Node {
-    use miniserde::json::{Number, Value as J};
-    let value = match v {
-        J::Null => Value::Null,
-        J::Bool(b) => Value::Bool(*b),
-        J::Number(Number::U64(u)) => i64::try_from(*u).map_or(Value::Float(*u as f64), Value::Int),
-        J::Number(Number::I64(i)) => Value::Int(*i),
-        J::Number(Number::F64(f)) => Value::Float(*f),
-        J::String(s) if s.contains("${") => match substitute(s, env) {
-            Ok(s) => Value::Str(s),
-            Err((what, fix)) => {
-                diags.push(Diag::syntax(pos.line, pos.col, what, fix));
+/// Bytes of text scanned in total to locate JSON keys (positions are best effort; past
+/// this budget keys get 0:0, so a huge flat object cannot make loading quadratic).
+const JSON_LOCATE_BUDGET: usize = 16 << 20;
+
+struct JsonCtx<'t, 'e> {
+    text: &'t str,
+    env: EnvFn<'e>,
+    diags: Vec<Diag>,
+    budget: usize,
+}
+
+impl JsonCtx<'_, '_> {
+    fn diag(&mut self, d: Diag) {
+        if self.diags.len() < MAX_DIAGS {
+            self.diags.push(d);
+        }
+    }
+
+    fn node(&mut self, v: &miniserde::json::Value, from: usize, pos: Pos, depth: usize) -> Node {
+        use miniserde::json::{Number, Value as J};
+        let value = match v {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(Number::U64(u)) => {
+                i64::try_from(*u).map_or(Value::Float(*u as f64), Value::Int)
+            }
+            J::Number(Number::I64(i)) => Value::Int(*i),
+            J::Number(Number::F64(f)) => Value::Float(*f),
+            J::String(s) if s.contains("${") => match substitute(s, self.env) {
+                Ok(s) => Value::Str(s),
+                Err((what, fix)) => {
+                    self.diag(Diag::syntax(pos.line, pos.col, what, fix));
+                    Value::Null
+                }
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(_) => {
+                self.diag(Diag::syntax(
+                    pos.line,
+                    pos.col,
+                    "arrays are not supported",
+                    "write an object",
+                ));
                 Value::Null
             }
-        },
-        J::String(s) => Value::Str(s.clone()),
-        J::Array(_) => {
-            diags.push(Diag::syntax(
-                pos.line,
-                pos.col,
-                "arrays are not supported",
-                "write an object",
-            ));
-            Value::Null
-        }
-        J::Object(obj) => {
-            if depth >= MAX_DEPTH {
-                diags.push(Diag::syntax(
+            J::Object(_) if depth >= MAX_DEPTH => {
+                self.diag(Diag::syntax(
                     pos.line,
                     pos.col,
                     format!("nested deeper than {MAX_DEPTH} objects"),
                     "flatten the configuration",
                 ));
                 Value::Null
-            } else {
+            }
+            J::Object(obj) => {
                 let mut entries = Vec::new();
                 for (k, child) in obj.iter() {
-                    let (key_pos, at) = locate_key(text, from, k);
-                    let node = json_node(child, text, at, key_pos, depth + 1, env, diags);
+                    let (key_pos, at) = self.locate_key(from, k);
+                    let node = self.node(child, at, key_pos, depth + 1);
                     entries.push(Entry {
                         key: k.clone(),
                         key_pos,
@@ -844,21 +882,24 @@ fn json_node(
                 }
                 Value::Map(entries)
             }
-        }
-    };
-    Node { pos, value }
-}
+        };
+        Node { pos, value }
+    }
 
-/// Best effort: where `"key"` first occurs at or after byte `from`.
-fn locate_key(text: &str, from: usize, key: &str) -> (Pos, usize) {
-    let needle = format!("\"{key}\"");
-    let found = text
-        .get(from..)
-        .and_then(|t| t.find(&needle))
-        .and_then(|off| from.checked_add(off));
-    match found {
-        Some(at) => (offset_pos(text, at), at),
-        None => (Pos::default(), from),
+    /// Best effort: where `"key"` first occurs at or after byte `from`.
+    fn locate_key(&mut self, from: usize, key: &str) -> (Pos, usize) {
+        let rest = self.text.get(from..).unwrap_or("");
+        // Searching and counting lines each scan at most the whole text.
+        let cost = rest.len().saturating_add(from);
+        if cost > self.budget {
+            return (Pos::default(), from);
+        }
+        self.budget -= cost;
+        let needle = format!("\"{key}\"");
+        match rest.find(&needle).and_then(|off| from.checked_add(off)) {
+            Some(at) => (offset_pos(self.text, at), at),
+            None => (Pos::default(), from),
+        }
     }
 }
 
@@ -1127,6 +1168,9 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// "did you mean `x`?" when a known key is close, else the list of known keys.
 fn suggest(key: &str, known: &[&str]) -> String {
+    if key.len() > MAX_KEY_LEN {
+        return format!("remove it; known keys: {}", known.join(", "));
+    }
     let best = known
         .iter()
         .map(|k| (distance(key, k), *k))
@@ -1183,6 +1227,9 @@ impl<'a> Checker<'a> {
         what: impl Into<String>,
         fix: impl Into<String>,
     ) {
+        if self.diags.len() >= MAX_DIAGS {
+            return;
+        }
         self.diags.push(Diag {
             pos,
             code,
@@ -1207,7 +1254,7 @@ impl<'a> Checker<'a> {
                         self.err(
                             e.key_pos,
                             None,
-                            &join(path, &e.key),
+                            &join(path, &clip(&e.key, MAX_KEY_LEN)),
                             "unknown key",
                             suggest(&e.key, known),
                         );
@@ -2305,10 +2352,9 @@ fn rendered(diags: &[Diag], label: &str) -> Vec<String> {
         .take(MAX_DIAGS)
         .map(|d| d.render(label))
         .collect();
-    if diags.len() > MAX_DIAGS {
+    if diags.len() >= MAX_DIAGS {
         out.push(format!(
-            "{label}: … and {} more mistakes",
-            diags.len() - MAX_DIAGS
+            "{label}: stopped after {MAX_DIAGS} mistakes — fix these and run again"
         ));
     }
     out
@@ -2332,13 +2378,21 @@ pub fn parse_str_with_env(
             "{file_label}:1:1: the file is larger than {MAX_CONFIG_BYTES} bytes — this is not a msgtrace config"
         )]));
     }
-    let tree = if is_json(file_label) {
-        parse_json(text, env)
+    let (tree, mut early) = if is_json(file_label) {
+        parse_json_partial(text, env)
     } else {
-        parse_yaml(text, env)
-    };
-    let tree = tree.map_err(|d| Error::Config(rendered(&d, file_label)))?;
-    validate(&tree, file_label, base_dir).map_err(|(d, _)| Error::Config(rendered(&d, file_label)))
+        parse_yaml(text, env).map(|t| (t, Vec::new()))
+    }
+    .map_err(|d| Error::Config(rendered(&d, file_label)))?;
+    match validate(&tree, file_label, base_dir) {
+        Ok(cfg) if early.is_empty() => Ok(cfg),
+        Ok(_) => Err(Error::Config(rendered(&early, file_label))),
+        Err((d, _)) => {
+            early.extend(d);
+            early.sort_by_key(|d| (d.pos.line, d.pos.col));
+            Err(Error::Config(rendered(&early, file_label)))
+        }
+    }
 }
 
 /// Load and validate a config file; every mistake is reported at once in `Error::Config`.
@@ -2382,4 +2436,383 @@ pub fn load_from(path: &Path, base_dir: &Path) -> Result<Config> {
     let mut cfg = parse_str(&text, &label, base_dir)?;
     cfg.path = path.to_path_buf();
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PORT" => Some("6514".into()),
+            "WORD" => Some("hello world".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn tree(text: &str) -> Node {
+        parse_yaml(text, &env).unwrap_or_else(|d| panic!("{d:#?}"))
+    }
+
+    fn value_at<'a>(n: &'a Node, path: &[&str]) -> &'a Node {
+        path.iter()
+            .fold(n, |n, k| &n.get(k).unwrap_or_else(|| panic!("no {k}")).node)
+    }
+
+    #[test]
+    fn scalars_resolve_per_the_documented_schema() {
+        let t = tree(concat!(
+            "a: plain text\n",
+            "b: ~\n",
+            "c: null\n",
+            "d: NULL\n",
+            "e:\n",
+            "f: true\n",
+            "g: False\n",
+            "h: -42\n",
+            "i: +7\n",
+            "j: 1.5\n",
+            "k: .5\n",
+            "l: -2.5E-2\n",
+            "m: 1e3\n",
+            "n: yes\n",
+            "o: .inf\n",
+            "p: 0x10\n",
+            "q: 99999999999999999999\n",
+            "r: \"quoted 1\"\n",
+            "s: '2'\n",
+            "t: a#b\n",
+            "u: https://host:8443/x\n",
+            "v: 1.\n",
+        ));
+        let v = |k: &str| value_at(&t, &[k]).value.clone();
+        assert_eq!(v("a"), Value::Str("plain text".into()));
+        for k in ["b", "c", "d", "e"] {
+            assert_eq!(v(k), Value::Null, "{k}");
+        }
+        assert_eq!(v("f"), Value::Bool(true));
+        assert_eq!(v("g"), Value::Bool(false));
+        assert_eq!(v("h"), Value::Int(-42));
+        assert_eq!(v("i"), Value::Int(7));
+        assert_eq!(v("j"), Value::Float(1.5));
+        assert_eq!(v("k"), Value::Float(0.5));
+        assert_eq!(v("l"), Value::Float(-0.025));
+        assert_eq!(v("m"), Value::Float(1000.0));
+        assert_eq!(v("n"), Value::Str("yes".into()));
+        assert_eq!(v("o"), Value::Str(".inf".into()));
+        assert_eq!(v("p"), Value::Str("0x10".into()));
+        assert_eq!(v("q"), Value::Float(1e20));
+        assert_eq!(v("r"), Value::Str("quoted 1".into()));
+        assert_eq!(v("s"), Value::Str("2".into()));
+        assert_eq!(v("t"), Value::Str("a#b".into()));
+        assert_eq!(v("u"), Value::Str("https://host:8443/x".into()));
+        assert_eq!(v("v"), Value::Float(1.0));
+    }
+
+    #[test]
+    fn quoted_scalars_and_escapes() {
+        let t = tree(concat!(
+            "a: \"tab\\there \\\"q\\\" \\\\ \\/ \\x41 \\u00e9 \\U0001F600 \\0\"\n",
+            "b: 'it''s # not a comment'   # but this is\n",
+            "c: \"\"\n",
+            "d: ''\n",
+            "e: \"x\" # comment\n",
+        ));
+        let v = |k: &str| value_at(&t, &[k]).value.clone();
+        assert_eq!(v("a"), Value::Str("tab\there \"q\" \\ / A é 😀 \0".into()));
+        assert_eq!(v("b"), Value::Str("it's # not a comment".into()));
+        assert_eq!(v("c"), Value::Str(String::new()));
+        assert_eq!(v("d"), Value::Str(String::new()));
+        assert_eq!(v("e"), Value::Str("x".into()));
+    }
+
+    #[test]
+    fn nested_mappings_comments_and_positions() {
+        let text = "\u{feff}--- # start\r\n# comment\r\na:\r\n  b:\r\n      c: 1   # trailing\r\n#x: at column 1 inside\r\n      d: two\r\n  e: 3\r\nf: ~\r\n";
+        let t = tree(text);
+        let c = value_at(&t, &["a", "b", "c"]);
+        assert_eq!(c.value, Value::Int(1));
+        assert_eq!(c.pos, Pos { line: 5, col: 10 });
+        assert_eq!(
+            value_at(&t, &["a", "b", "d"]).value,
+            Value::Str("two".into())
+        );
+        assert_eq!(value_at(&t, &["a", "e"]).value, Value::Int(3));
+        let b = t.get("a").and_then(|a| a.node.get("b")).unwrap();
+        assert_eq!(b.key_pos, Pos { line: 4, col: 3 });
+        assert_eq!(b.node.pos, b.key_pos, "a block mapping sits at its key");
+        assert_eq!(value_at(&t, &["f"]).value, Value::Null);
+        // Key order is file order.
+        let Value::Map(entries) = &t.value else {
+            panic!()
+        };
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a", "f"]);
+    }
+
+    #[test]
+    fn empty_and_comment_only_documents_are_empty_mappings() {
+        assert_eq!(tree("").value, Value::Map(Vec::new()));
+        assert_eq!(tree("# nothing\n\n   \n").value, Value::Map(Vec::new()));
+    }
+
+    #[test]
+    fn env_substitution() {
+        let t = tree("a: ${PORT}\nb: \"${WORD}!\"\nc: x${EMPTY}y\nd: '${PORT}'\ne: ${EMPTY}\n");
+        assert_eq!(
+            value_at(&t, &["a"]).value,
+            Value::Int(6514),
+            "plain is re-typed"
+        );
+        assert_eq!(
+            value_at(&t, &["b"]).value,
+            Value::Str("hello world!".into())
+        );
+        assert_eq!(value_at(&t, &["c"]).value, Value::Str("xy".into()));
+        assert_eq!(
+            value_at(&t, &["d"]).value,
+            Value::Str("6514".into()),
+            "quoted stays text"
+        );
+        assert_eq!(value_at(&t, &["e"]).value, Value::Null);
+        assert!(substitute("${NOPE}", &no_env).is_err());
+        assert!(substitute("${1X}", &env).is_err());
+        assert!(substitute("${PORT", &env).is_err());
+        assert_eq!(
+            substitute("$PORT $ {} ${PORT}", &env).unwrap(),
+            "$PORT $ {} 6514"
+        );
+    }
+
+    /// (input, line, col, part of the message)
+    const REJECTED: &[(&str, u32, u32, &str)] = &[
+        ("a:\n\tb: 1\n", 2, 1, "tab in indentation"),
+        ("a:\n  \tb: 1\n", 2, 3, "tab in indentation"),
+        ("a:\tb\n", 1, 3, "tab after"),
+        ("a: &x 1\n", 1, 4, "anchors"),
+        ("a: *x\n", 1, 4, "aliases"),
+        ("a: !!str 1\n", 1, 4, "tags"),
+        ("&x a: 1\n", 1, 1, "anchors"),
+        ("a: {b: 1}\n", 1, 4, "flow mappings"),
+        ("a: [1, 2]\n", 1, 4, "flow sequences"),
+        ("a:\n  - 1\n", 2, 3, "block sequences"),
+        ("- a\n", 1, 1, "block sequences"),
+        ("a: |\n  x\n", 1, 4, "block scalars"),
+        ("a: >-\n", 1, 4, "block scalars"),
+        ("? a\n", 1, 1, "complex keys"),
+        ("a: 1\n---\nb: 2\n", 2, 1, "second document"),
+        ("a: 1\n...\n", 2, 1, "document end"),
+        ("%YAML 1.2\na: 1\n", 1, 1, "directives"),
+        ("\"a\": 1\n", 1, 1, "quoted keys"),
+        ("a b: 1\n", 1, 2, "in a key"),
+        ("a\n", 1, 1, "expected `key: value`"),
+        ("a:b\n", 1, 1, "expected `key: value`"),
+        ("a: b: c\n", 1, 5, "`: ` inside a plain value"),
+        ("a: b:\n", 1, 5, "ending in `:`"),
+        ("a: \"x\n", 1, 4, "unterminated double-quoted"),
+        ("a: 'x\n", 1, 4, "unterminated single-quoted"),
+        ("a: \"x\" y\n", 1, 7, "after the closing quote"),
+        ("a: \"\\q\"\n", 1, 5, "unknown escape"),
+        ("a: \"\\x4\"\n", 1, 5, "bad `\\x` escape"),
+        ("a: \"\\uD800\"\n", 1, 5, "not a character"),
+        ("a: @x\n", 1, 4, "reserved"),
+        ("a: ,\n", 1, 4, "unexpected `,`"),
+        ("a: 1\na: 2\n", 2, 1, "duplicate key"),
+        ("a:\n  b: 1\n c: 2\n", 3, 2, "unexpected indentation"),
+        ("  a: 1\n", 1, 3, "unexpected indentation"),
+        ("a: 1\n  b: 2\n", 2, 3, "unexpected indentation"),
+        ("a: ${NOPE}\n", 1, 4, "`NOPE` is not set"),
+    ];
+
+    #[test]
+    fn rejected_constructs_carry_their_position() {
+        for (text, line, col, what) in REJECTED {
+            let diags = parse_yaml(text, &env).expect_err(text);
+            let first = &diags[0];
+            assert_eq!(
+                (first.pos.line, first.pos.col),
+                (*line, *col),
+                "{text:?}: {first:?}"
+            );
+            assert!(first.what.contains(what), "{text:?}: {first:?}");
+            assert!(!first.fix.is_empty(), "{text:?}: a fix is offered");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok: String = (0..MAX_DEPTH)
+            .map(|d| format!("{}k:\n", " ".repeat(d)))
+            .collect();
+        assert!(parse_yaml(&ok, &no_env).is_ok());
+        let deep: String = (0..=MAX_DEPTH)
+            .map(|d| format!("{}k:\n", " ".repeat(d)))
+            .collect();
+        let d = parse_yaml(&deep, &no_env).unwrap_err();
+        assert!(d[0].what.contains("nested deeper"), "{d:?}");
+    }
+
+    #[test]
+    fn json_tree_matches_yaml_tree_values() {
+        let y = tree("a:\n  b: 1\n  c: x\nd: true\ne: 1.5\nf: ~\n");
+        let j = parse_json(
+            r#"{"a": {"b": 1, "c": "x"}, "d": true, "e": 1.5, "f": null}"#,
+            &no_env,
+        )
+        .unwrap();
+        fn strip(n: &Node) -> Value {
+            match &n.value {
+                Value::Map(es) => {
+                    let mut es: Vec<Entry> = es
+                        .iter()
+                        .map(|e| Entry {
+                            key: e.key.clone(),
+                            key_pos: Pos::default(),
+                            node: Node {
+                                pos: Pos::default(),
+                                value: strip(&e.node),
+                            },
+                        })
+                        .collect();
+                    es.sort_by(|a, b| a.key.cmp(&b.key));
+                    Value::Map(es)
+                }
+                v => v.clone(),
+            }
+        }
+        assert_eq!(strip(&y), strip(&j));
+        // Best-effort positions: the key's quoted name.
+        let b = j.get("a").and_then(|a| a.node.get("b")).unwrap();
+        assert_eq!(b.key_pos, Pos { line: 1, col: 8 });
+    }
+
+    #[test]
+    fn obfuscation_shows_four_characters() {
+        assert_eq!(obfuscate("abcdefgh"), "abcd****");
+        assert_eq!(obfuscate("ab"), "ab****");
+        assert_eq!(obfuscate("éèêëxyz"), "éèêë****");
+        let s = Secret::new("supersecret");
+        assert_eq!(s.to_string(), "supe****");
+        assert_eq!(format!("{s:?}"), "Secret(supe****)");
+        assert_eq!(s.expose(), "supersecret");
+    }
+
+    #[test]
+    fn config_path_resolution() {
+        let flag = Path::new("/etc/m.yaml");
+        assert_eq!(resolve_path_with(Some(flag), Some("x.yaml".into())), flag);
+        assert_eq!(
+            resolve_path_with(None, Some("prod.yaml".into())),
+            Path::new("config/prod.yaml")
+        );
+        assert_eq!(
+            resolve_path_with(None, Some("".into())),
+            Path::new("config.yaml")
+        );
+        assert_eq!(resolve_path_with(None, None), Path::new("config.yaml"));
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "https://a",
+            "https://reports.office365.com",
+            "HTTPS://Host.Example:443/p/",
+            "https://127.0.0.1:8443",
+            "https://[::1]:9443/x",
+        ] {
+            assert_eq!(check_https(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1",
+            "https://",
+            "https://:443",
+            "https://a b",
+            "https://u@h",
+            "https://h:0",
+            "https://h:99999",
+            "https://h?x=1",
+            "https://[zz]",
+            "https://h_x",
+            "ftp://h",
+            "",
+        ] {
+            assert!(check_https(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            with_path("https://h/", REPORTING_PATH),
+            "https://h/ecp/reportingwebservice/reporting.svc/MessageTrace"
+        );
+        assert_eq!(
+            with_path(
+                "https://h/ECP/ReportingWebService/Reporting.svc/MessageTrace/",
+                REPORTING_PATH
+            ),
+            "https://h/ECP/ReportingWebService/Reporting.svc/MessageTrace"
+        );
+        assert_eq!(
+            with_path("https://h:1", GRAPH_PATH),
+            "https://h:1/v1.0/admin/exchange/tracing/messageTraces"
+        );
+    }
+
+    #[test]
+    fn suggestions_use_edit_distance() {
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("", "ab"), 2);
+        assert_eq!(suggest("debgu", GLOBAL_KEYS), "did you mean `debug`?");
+        assert!(suggest("zzzzzz", GLOBAL_KEYS).starts_with("remove it; known keys: debug"));
+    }
+
+    const CREDS: &str = "outputs:\n  o:\n    type: stdout\ninputs:\n  office365_exchange_message:\n    id: 1\n    credentials:\n";
+
+    #[test]
+    fn secrets_from_files_are_trimmed_and_never_shown() {
+        let dir = std::env::temp_dir().join(format!("msgtrace-cfg-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t"), "tenant-from-file\r\n\n").unwrap();
+        std::fs::write(dir.join("s"), "secret from file\n").unwrap();
+        let text = format!(
+            "{CREDS}      tenant_id_file: t\n      client_id: cid-12345\n      client_secret_file: {}\n    services:\n      office365_exchange_message_service:\n",
+            dir.join("s").display()
+        );
+        let cfg = parse_str_with_env(&text, "c.yaml", &dir, &no_env).unwrap();
+        let c = &cfg.inputs[0].credentials;
+        assert_eq!(c.tenant_id.expose(), "tenant-from-file");
+        assert_eq!(c.client_secret.expose(), "secret from file");
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("tenant-from-file") && !shown.contains("secret from file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn messages_never_echo_secrets() {
+        let text = format!(
+            "{CREDS}      tenant_id: \"\"\n      client_id: 5\n      client_secret: 'p@ss: word'\n      clent_secret: leaked?\n    services:\n"
+        );
+        let Err(Error::Config(lines)) =
+            parse_str_with_env(&text, "c.yaml", Path::new("/"), &no_env)
+        else {
+            panic!("expected errors")
+        };
+        let all = lines.join("\n");
+        assert!(!all.contains("p@ss"), "{all}");
+        assert!(all.contains("InitVariablesError(2)"), "{all}");
+    }
+
+    #[test]
+    fn oversized_input_is_refused() {
+        let big = "#".repeat(MAX_CONFIG_BYTES + 1);
+        let Err(Error::Config(lines)) =
+            parse_str_with_env(&big, "big.yaml", Path::new("/"), &no_env)
+        else {
+            panic!()
+        };
+        assert!(lines[0].starts_with("big.yaml:1:1: the file is larger"));
+    }
 }

@@ -58,7 +58,11 @@ fn summary(cfg: &Config) -> String {
             OutputKind::File { path } => format!("file path={}", path.display()),
             OutputKind::Devo(t) | OutputKind::Syslog(t) => format!(
                 "{} {}:{} tls={} chain={} cert={} key={} tag={}",
-                if matches!(o.kind, OutputKind::Devo(_)) { "devo" } else { "syslog" },
+                if matches!(o.kind, OutputKind::Devo(_)) {
+                    "devo"
+                } else {
+                    "syslog"
+                },
                 t.address,
                 t.port,
                 t.tls,
@@ -121,7 +125,10 @@ fn golden_fixtures() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            matches!(p.extension().and_then(|e| e.to_str()), Some("yaml") | Some("json"))
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("json")
+            )
         })
         .collect();
     names.sort();
@@ -208,8 +215,14 @@ fn vendor_layout_loads_unchanged() {
     let OutputKind::Devo(t) = &cfg.outputs[0].kind else {
         panic!("not devo")
     };
-    assert_eq!((t.address.as_str(), t.port, t.tls), ("collector-us.devo.io", 443, true));
-    assert_eq!(t.chain.as_deref(), Some(base.join("certs/chain.crt").as_path()));
+    assert_eq!(
+        (t.address.as_str(), t.port, t.tls),
+        ("collector-us.devo.io", 443, true)
+    );
+    assert_eq!(
+        t.chain.as_deref(),
+        Some(base.join("certs/chain.crt").as_path())
+    );
     assert_eq!(t.tag, "cloud.office365.messagetracing");
     let input = &cfg.inputs[0];
     assert_eq!((input.id.as_str(), input.enabled), ("12345", true));
@@ -220,7 +233,10 @@ fn vendor_layout_loads_unchanged() {
     );
     assert_eq!(input.service.auth_url, "https://login.microsoftonline.com");
     assert_eq!(input.service.resource_url, "https://outlook.office365.com");
-    assert_eq!(input.service.reset_persistence_auth.as_deref(), Some("2026-01-01"));
+    assert_eq!(
+        input.service.reset_persistence_auth.as_deref(),
+        Some("2026-01-01")
+    );
     assert_eq!(input.credentials.tenant_id.to_string(), "0f1e****");
     assert!(cfg.warnings.is_empty());
     assert!(!format!("{cfg:?}").contains("not-a-real-secret"));
@@ -235,24 +251,41 @@ fn offline_check_of_vendor_layout_passes() {
     let shown: Vec<String> = steps.iter().map(Step::to_string).collect();
     assert!(cfg.is_some(), "{shown:#?}");
     assert!(steps.iter().all(|s| s.ok), "{shown:#?}");
-    assert!(shown.iter().any(|s| s.contains("cert and key belong together")), "{shown:#?}");
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("cert and key belong together")),
+        "{shown:#?}"
+    );
     assert!(tmp.join("state").is_dir());
     assert!(!tmp.join("state/.msgtrace-write-probe").exists());
 
     // A broken key and a certificate that is not PEM: each step says so.
-    std::fs::write(tmp.join("certs/mydomain.key"), "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        tmp.join("certs/mydomain.key"),
+        "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     std::fs::write(tmp.join("certs/chain.crt"), "not a certificate\n").unwrap();
     let (_, steps) = offline_steps_in(Path::new("config/config.yaml"), &tmp);
     let shown: Vec<String> = steps.iter().map(Step::to_string).collect();
     let failed: Vec<&String> = shown.iter().filter(|s| s.starts_with('✗')).collect();
     assert_eq!(failed.len(), 2, "{shown:#?}");
-    assert!(failed.iter().any(|s| s.contains("chain") && s.contains("BEGIN CERTIFICATE")), "{shown:#?}");
+    assert!(
+        failed
+            .iter()
+            .any(|s| s.contains("chain") && s.contains("BEGIN CERTIFICATE")),
+        "{shown:#?}"
+    );
 
     // An invalid config: one failed step per config error line.
     std::fs::write(tmp.join("config/config.yaml"), "globals:\n  debgu: 1\n").unwrap();
     let (cfg, steps) = offline_steps_in(Path::new("config/config.yaml"), &tmp);
     assert!(cfg.is_none());
-    assert!(steps.len() >= 3 && steps.iter().all(|s| !s.ok), "{steps:#?}");
+    assert!(
+        steps.len() >= 3 && steps.iter().all(|s| !s.ok),
+        "{steps:#?}"
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -295,9 +328,48 @@ impl Rng {
 
 /// Bytes that exercise the grammar's corners.
 const INTERESTING: &[&str] = &[
-    " ", "  ", "\t", "\n", "\r\n", ":", ": ", "#", " #", "\"", "'", "''", "\\", "\\u", "\\x4", "\\U0010FFFF",
-    "${", "${A}", "}", "&", "*", "!", "{", "[", "|", ">", "- ", "?", "---", "...", "%", "~",
-    "null", "true", "-", "+", ".", "1e", "9999999999999999999999", "é", "\u{feff}", "\0",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    ":",
+    ": ",
+    "#",
+    " #",
+    "\"",
+    "'",
+    "''",
+    "\\",
+    "\\u",
+    "\\x4",
+    "\\U0010FFFF",
+    "${",
+    "${A}",
+    "}",
+    "&",
+    "*",
+    "!",
+    "{",
+    "[",
+    "|",
+    ">",
+    "- ",
+    "?",
+    "---",
+    "...",
+    "%",
+    "~",
+    "null",
+    "true",
+    "-",
+    "+",
+    ".",
+    "1e",
+    "9999999999999999999999",
+    "é",
+    "\u{feff}",
+    "\0",
 ];
 
 fn mutate(rng: &mut Rng, seed: &str) -> String {
@@ -349,7 +421,10 @@ fn parser_never_panics_on_mutated_and_truncated_input() {
     let mut seeds: Vec<String> = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml") | Some("json")) {
+        if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("json")
+        ) {
             seeds.push(std::fs::read_to_string(&p).unwrap());
         }
     }
@@ -373,11 +448,42 @@ fn parser_never_panics_on_mutated_and_truncated_input() {
         runs += 1;
     }
     // Pathological shapes: deep nesting, long lines, many keys.
-    let deep: String = (0..200).map(|d| format!("{}k{d}:\n", " ".repeat(d))).collect();
+    let deep: String = (0..200)
+        .map(|d| format!("{}k{d}:\n", " ".repeat(d)))
+        .collect();
     assert!(parse_yaml(&deep, &any_env).is_err());
     let deep_json = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
     assert!(parse_json(&deep_json, &any_env).is_err());
     let big = "a: ".to_string() + &"x".repeat(config::MAX_CONFIG_BYTES);
     assert!(parse_str_with_env(&big, "big.yaml", &dir, &any_env).is_err());
+    // Huge flat shapes stay linear (duplicate keys, JSON key lookup, many mistakes).
+    let flat: String = (0..100_000)
+        .map(|i| format!("k{}: 1\n", i % 50_000))
+        .collect();
+    let t0 = std::time::Instant::now();
+    let Err(Error::Config(lines)) = parse_str_with_env(&flat, "flat.yaml", &dir, &any_env) else {
+        panic!("duplicates must be reported")
+    };
+    assert!(lines.len() <= config::MAX_DIAGS + 1);
+    let flat_json = format!(
+        "{{{}\"z\": 1}}",
+        (0..60_000)
+            .map(|i| format!("\"k{i}\": 1,"))
+            .collect::<String>()
+    );
+    assert!(parse_str_with_env(&flat_json, "flat.json", &dir, &any_env).is_err());
+    let long_key = format!("{}: 1\n", "k".repeat(100_000));
+    assert!(parse_yaml(&long_key, &any_env).is_err());
+    let long_json_key = format!("{{\"{}\": 1}}", "k".repeat(100_000));
+    let Err(Error::Config(lines)) = parse_str_with_env(&long_json_key, "k.json", &dir, &any_env)
+    else {
+        panic!()
+    };
+    assert!(lines.iter().all(|l| l.len() < 2_000), "{lines:?}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(runs > 5_000);
 }
