@@ -145,6 +145,13 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     if certs.is_empty() {
         return Err("no `-----BEGIN CERTIFICATE-----` block".into());
     }
+    // The base64 decoded; now prove each body is an X.509 certificate.
+    let mut store = rustls::RootCertStore::empty();
+    for (n, cert) in certs.iter().enumerate() {
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("certificate #{} is not valid X.509: {e}", n + 1))?;
+    }
     Ok(certs)
 }
 
@@ -244,6 +251,30 @@ mod tests {
             Step::fail("state dir", "create it").to_string(),
             "✗ state dir — create it"
         );
+    }
+
+    #[test]
+    fn state_dir_that_is_a_file_fails_and_a_fresh_one_passes() {
+        let tmp = std::env::temp_dir().join(format!("msgtrace-check-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let file = tmp.join("plain-file");
+        std::fs::write(&file, "x").unwrap();
+        let step = state_dir_step(&file.join("state"));
+        assert!(
+            !step.ok && step.to_string().contains("cannot be created"),
+            "{step}"
+        );
+        let step = state_dir_step(&tmp.join("a/b/state"));
+        assert!(step.ok, "{step}");
+        assert!(!tmp.join("a/b/state").join(PROBE_NAME).exists());
+        let step = cert_step("chain", &tmp.join("missing.crt"));
+        assert!(!step.ok && step.what.contains("cannot read"), "{step}");
+        let step = key_step("key", &file);
+        assert!(
+            !step.ok && step.what.contains("BEGIN PRIVATE KEY"),
+            "{step}"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]

@@ -278,6 +278,20 @@ fn offline_check_of_vendor_layout_passes() {
         "{shown:#?}"
     );
 
+    // Valid base64 that is not a certificate.
+    std::fs::write(
+        tmp.join("certs/chain.crt"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (_, steps) = offline_steps_in(Path::new("config/config.yaml"), &tmp);
+    assert!(
+        steps
+            .iter()
+            .any(|s| !s.ok && s.what.contains("not valid X.509")),
+        "{steps:#?}"
+    );
+
     // An invalid config: one failed step per config error line.
     std::fs::write(tmp.join("config/config.yaml"), "globals:\n  debgu: 1\n").unwrap();
     let (cfg, steps) = offline_steps_in(Path::new("config/config.yaml"), &tmp);
