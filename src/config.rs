@@ -1865,7 +1865,10 @@ fn check_inputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<InputConfig> {
             ids.push((input.id.clone(), ie.key_pos.line, name.to_string()));
             let dup = out.iter().find(|o| {
                 o.service.api == input.service.api
-                    && o.credentials.tenant_id.expose() == input.credentials.tenant_id.expose()
+                    && o.credentials
+                        .tenant_id
+                        .expose()
+                        .eq_ignore_ascii_case(input.credentials.tenant_id.expose())
             });
             if let Some(o) = dup {
                 let what = format!(
@@ -1969,7 +1972,27 @@ fn check_credentials(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Credentials>
         return None;
     };
     let cf = c.fields(&e.node, &f.path("credentials"), CREDENTIAL_KEYS, Some(1))?;
-    let tenant = secret(c, &cf, "tenant_id", 2);
+    let mut tenant = secret(c, &cf, "tenant_id", 2);
+    // The tenant goes into the token URL's path: only a GUID or a domain name may.
+    if let Some(t) = &tenant {
+        if !t
+            .expose()
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+        {
+            let e = cf.get("tenant_id").or_else(|| cf.get("tenant_id_file"));
+            let pos = e.map_or(cf.pos, |e| e.node.pos);
+            let what = format!("`{}` is not a tenant id", t.obfuscated());
+            c.err(
+                pos,
+                None,
+                &cf.path("tenant_id"),
+                what,
+                "give the Directory (tenant) ID GUID or the tenant's domain name",
+            );
+            tenant = None;
+        }
+    }
     let client = secret(c, &cf, "client_id", 4);
     let secret_v = secret(c, &cf, "client_secret", 6);
     Some(Credentials {
