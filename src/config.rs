@@ -347,6 +347,18 @@ fn tokenize_line(
             "keys are short names such as `window_in_seconds`",
         ));
     }
+    if key.is_empty() || key.starts_with('-') {
+        return Err(Diag::syntax(
+            no,
+            col,
+            if key.is_empty() {
+                "an empty key"
+            } else {
+                "a key starting with `-`"
+            },
+            "start the key with a letter, e.g. `window_in_seconds: 900`",
+        ));
+    }
     if let Some((off, c)) = key
         .char_indices()
         .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
@@ -2650,6 +2662,8 @@ mod tests {
         ("  a: 1\n", 1, 3, "unexpected indentation"),
         ("a: 1\n  b: 2\n", 2, 3, "unexpected indentation"),
         ("a: ${NOPE}\n", 1, 4, "`NOPE` is not set"),
+        (": 1\n", 1, 1, "an empty key"),
+        ("a:\n  -b: 1\n", 2, 3, "starting with `-`"),
     ];
 
     #[test]
