@@ -66,8 +66,12 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
     let mut steps = Vec::new();
     let cfg = match config::load_from(cfg_path, base) {
         Ok(cfg) => {
+            let warned = match cfg.warnings.len() {
+                0 => String::new(),
+                n => format!(", {n} warning(s) logged"),
+            };
             steps.push(Step::pass(format!(
-                "config {} is valid ({} output(s), {} input(s))",
+                "config {} is valid ({} output(s), {} input(s){warned})",
                 cfg_path.display(),
                 cfg.outputs.len(),
                 cfg.inputs.len()

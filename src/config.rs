@@ -18,12 +18,14 @@
 //! entry     = indent key ":" ( opener | " " { " " } value ) ;
 //! indent    = { " " } ;                      spaces only; a tab in indentation is rejected
 //! key       = keychar { keychar } ;          keychar = A-Z a-z 0-9 "_" "-" "." "/"
-//!                                            (not starting with "-"); keys are never quoted
+//!                                            (not starting with "-", at most MAX_KEY_LEN);
+//!                                            keys are never quoted; the key ends at the
+//!                                            first ":" followed by a space or end of line
 //! opener    = [ " " { " " } [ "#" { any } ] ] ;   opens a nested block mapping
 //! value     = ( plain | dquoted | squoted ) [ " " { " " } "#" { any } ] ;
 //! plain     = text up to " #" or end of line, trailing spaces trimmed; it must not
 //!             contain ": " nor end in ":"; it must not start with an indicator
-//!             (& * ! { [ | > @ ` ? "- ")
+//!             (& * ! { } [ ] | > @ ` , "? " "- ")
 //! dquoted   = '"' { char | escape } '"' ;    on one line; escapes \\ \" \/ \0 \a \b \t
 //!             \n \v \f \r \e \<space> \xHH \uHHHH \UHHHHHHHH
 //! squoted   = "'" { char | "''" } "'" ;      on one line; '' is one quote
@@ -39,7 +41,7 @@
 //!
 //! Plain scalars resolve (YAML 1.2 core schema, restricted): empty, `~`, `null`, `Null`,
 //! `NULL` → null; `true`/`True`/`TRUE`/`false`/`False`/`FALSE` → boolean;
-//! `[-+]?[0-9]+` → integer (beyond i64 → float); `[-+]?(digits[.digits]|.digits)([eE][-+]?digits)?`
+//! `[-+]?[0-9]+` → integer (beyond i64 → float); `[-+]?(digits[.[digits]]|.digits)([eE][-+]?digits)?`
 //! → float; anything else (including `yes`/`no`, `.inf`, `0x10`) → string. Quoted scalars
 //! are always strings.
 //!
@@ -61,14 +63,23 @@
 //! numbers → integer or float, `true`/`false`/`null`; arrays are rejected. miniserde gives
 //! no positions and sorts keys, so positions are best effort: each key is located by
 //! searching its quoted name in the text after its parent's position; a JSON syntax
-//! error is reported at `1:1`.
+//! error is reported at `1:1`. Key search is bounded (`JSON_LOCATE_BUDGET` bytes in
+//! total); past it keys are reported at `0:0`. Per-value mistakes (arrays, `${..}`) do not
+//! stop validation, so they are listed together with the typed mistakes.
 //!
 //! # Validation
 //!
 //! The tree is checked against SPEC §2/§5 (see [`SERVICE_KEYS`] for the service keys).
 //! Optional keys given as null take their default. Relative paths resolve against the
 //! base directory (the working directory for [`load`]); a certificate name (`chain`,
-//! `cert`, `key`) without `/` is looked up in `certs/` under it.
+//! `cert`, `key`) without `/` is looked up in `certs/` under it. Every mistake is listed
+//! (up to [`MAX_DIAGS`]), sorted by position: unknown keys (with the nearest known key by
+//! edit distance), wrong types (a number written as a word is a string, not a number),
+//! out-of-range values, missing files, duplicate input ids, two inputs pulling the same
+//! tenant with the same service. Disabled inputs are validated too. Values of secrets are
+//! never echoed; other values are echoed clipped to 40 characters. Findings that are not
+//! errors (a delay below 86400 s, a key the chosen service ignores) are returned in
+//! [`Config::warnings`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
