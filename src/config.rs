@@ -2853,6 +2853,74 @@ mod tests {
         assert!(all.contains("InitVariablesError(2)"), "{all}");
     }
 
+    fn with_service_key(line: &str) -> Result<Config> {
+        let text = format!(
+            "{CREDS}      tenant_id: t-1\n      client_id: c-1\n      client_secret: s-1\n    services:\n      office365_exchange_message_graph_service:\n        {line}\n"
+        );
+        parse_str_with_env(&text, "c.yaml", Path::new("/"), &no_env)
+    }
+
+    #[test]
+    fn reference_table_matches_validation() {
+        let cfg = with_service_key("# defaults").unwrap();
+        let svc = &cfg.inputs[0].service;
+        let actual = |name: &str| -> Option<String> {
+            Some(match name {
+                "requests_timeout_in_seconds" => svc.timeout_secs.to_string(),
+                "requests_retries_before_error_in_units" => svc.retries.to_string(),
+                "requests_wait_time_between_retries_in_seconds" => svc.retry_wait_secs.to_string(),
+                "request_period_in_seconds" => svc.period_secs.to_string(),
+                "window_in_seconds" => svc.window_secs.to_string(),
+                "override_time_delay_in_seconds" => svc.delay_secs.to_string(),
+                "max_requests_per_5_minutes" => svc.max_requests_per_5_minutes.to_string(),
+                "override_base_auth_url" => svc.auth_url.clone(),
+                "override_base_resource_url" => svc.resource_url.clone(),
+                "override_base_url" => format!("{}{REPORTING_PATH}", k_default(name)),
+                "override_graph_url" => format!("{}{GRAPH_PATH}", k_default(name)),
+                _ => return None,
+            })
+        };
+        fn k_default(name: &str) -> &'static str {
+            SERVICE_KEYS
+                .iter()
+                .find(|k| k.name == name)
+                .map_or("", |k| k.default)
+        }
+        for k in SERVICE_KEYS {
+            if let Some(v) = actual(k.name) {
+                let want = match k.name {
+                    "override_base_url" => svc.reporting_url.clone(),
+                    "override_graph_url" => svc.graph_url.clone(),
+                    _ => k.default.to_string(),
+                };
+                assert_eq!(v, want, "{}", k.name);
+            }
+            let Some((lo, hi)) = k.range.split_once('–') else {
+                continue;
+            };
+            let (Ok(lo), Ok(hi)) = (lo.parse::<i64>(), hi.parse::<i64>()) else {
+                continue;
+            };
+            for ok in [lo, hi] {
+                assert!(
+                    with_service_key(&format!("{}: {ok}", k.name)).is_ok(),
+                    "{} {ok}",
+                    k.name
+                );
+            }
+            for bad in [lo - 1, hi + 1] {
+                let Err(Error::Config(lines)) = with_service_key(&format!("{}: {bad}", k.name))
+                else {
+                    panic!("{} accepts {bad}", k.name)
+                };
+                assert!(
+                    lines[0].contains(k.name) && lines[0].contains("out of range"),
+                    "{lines:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn oversized_input_is_refused() {
         let big = "#".repeat(MAX_CONFIG_BYTES + 1);
