@@ -146,9 +146,7 @@ impl<R: Read> Chunked<R> {
 
 /// Reuse a record's field vector for the next record (whose borrows differ): the
 /// in-place `collect` keeps the allocation, so records cost no `Vec` allocation.
-pub(crate) fn recycle<'b>(
-    mut v: Vec<(Cow<'_, str>, Value<'_>)>,
-) -> Vec<(Cow<'b, str>, Value<'b>)> {
+pub(crate) fn recycle<'b>(mut v: Vec<(Cow<'_, str>, Value<'_>)>) -> Vec<(Cow<'b, str>, Value<'b>)> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
 }
@@ -170,7 +168,10 @@ pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
         .skip(19)
         .find(|(_, c)| !(c.is_ascii_digit() || **c == b'.'))
         .map_or(b.len(), |(i, _)| i);
-    let (main, zone) = (t.get(..zone_at).unwrap_or(t), t.get(zone_at..).unwrap_or(""));
+    let (main, zone) = (
+        t.get(..zone_at).unwrap_or(t),
+        t.get(zone_at..).unwrap_or(""),
+    );
     match zone {
         "Z" if t.len() == s.len() => s,
         "" | "Z" | "z" | "+00:00" | "-00:00" => Cow::Owned(format!("{main}Z")),
@@ -254,14 +255,18 @@ pub fn resolve_url(base: &str, href: &str) -> String {
         return format!("{origin}{base_path}{href}");
     }
     if href.starts_with('#') {
-        let no_frag = base.get(..base.find('#').unwrap_or(base.len())).unwrap_or(base);
+        let no_frag = base
+            .get(..base.find('#').unwrap_or(base.len()))
+            .unwrap_or(base);
         return format!("{no_frag}{href}");
     }
     let (href_path, href_tail) = href.split_at(href.find(['?', '#']).unwrap_or(href.len()));
     let merged = if href_path.starts_with('/') {
         href_path.to_string()
     } else {
-        let dir = base_path.get(..base_path.rfind('/').map_or(0, |i| i + 1)).unwrap_or("");
+        let dir = base_path
+            .get(..base_path.rfind('/').map_or(0, |i| i + 1))
+            .unwrap_or("");
         if dir.is_empty() {
             format!("/{href_path}")
         } else {
@@ -276,7 +281,10 @@ fn has_scheme(s: &str) -> bool {
         return false;
     };
     let scheme = s.get(..colon).unwrap_or("");
-    scheme.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+    scheme
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphabetic)
         && scheme
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
@@ -326,7 +334,9 @@ pub(crate) fn with_query(url: &str, query: &str) -> String {
 /// Returns `C: M` (or M when there is no code).
 pub(crate) fn json_error_message(body: &[u8]) -> Option<String> {
     use miniserde::json::Value as J;
-    let text = std::str::from_utf8(body).ok()?.trim_start_matches('\u{feff}');
+    let text = std::str::from_utf8(body)
+        .ok()?
+        .trim_start_matches('\u{feff}');
     let root: J = miniserde::json::from_str(text).ok()?;
     let J::Object(root) = root else {
         return None;
@@ -365,10 +375,16 @@ mod tests {
     #[test]
     fn dates_become_rfc3339_utc() {
         let n = |s: &str| normalize_date(Cow::Borrowed(s)).into_owned();
-        assert_eq!(n("2026-11-24T10:00:00.1234567"), "2026-11-24T10:00:00.1234567Z");
+        assert_eq!(
+            n("2026-11-24T10:00:00.1234567"),
+            "2026-11-24T10:00:00.1234567Z"
+        );
         assert_eq!(n("2026-11-24T10:00:00"), "2026-11-24T10:00:00Z");
         assert_eq!(n("2026-11-24T10:00:00.123Z"), "2026-11-24T10:00:00.123Z");
-        assert!(matches!(normalize_date(Cow::Borrowed("2026-11-24T10:00:00Z")), Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize_date(Cow::Borrowed("2026-11-24T10:00:00Z")),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(n("2026-11-24T10:00:00+00:00"), "2026-11-24T10:00:00Z");
         assert_eq!(n("2026-11-24T12:00:00.5+02:00"), "2026-11-24T10:00:00.5Z");
         assert_eq!(n("2026-11-24T00:30:00-01:00"), "2026-11-24T01:30:00Z");
@@ -377,10 +393,20 @@ mod tests {
 
     #[test]
     fn json_numbers() {
-        for ok in ["0", "-0", "12", "1.5", "1e9", "-2.5E-3", "1234567890123456789012"] {
+        for ok in [
+            "0",
+            "-0",
+            "12",
+            "1.5",
+            "1e9",
+            "-2.5E-3",
+            "1234567890123456789012",
+        ] {
             assert!(is_json_number(ok), "{ok}");
         }
-        for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "NaN", "INF", " 1", "1 ", "0x10"] {
+        for bad in [
+            "", "-", "01", "1.", ".5", "1e", "+1", "NaN", "INF", " 1", "1 ", "0x10",
+        ] {
             assert!(!is_json_number(bad), "{bad}");
         }
     }
@@ -398,10 +424,16 @@ mod tests {
             "https://h.example/ecp/reportingwebservice/reporting.svc/MessageTrace?$skiptoken=2"
         );
         assert_eq!(resolve_url(r, "/ecp/x?a=1"), "https://h.example/ecp/x?a=1");
-        assert_eq!(resolve_url(r, "?$skiptoken=3"), "https://h.example/ecp/reportingwebservice/reporting.svc/MessageTrace?$skiptoken=3");
+        assert_eq!(
+            resolve_url(r, "?$skiptoken=3"),
+            "https://h.example/ecp/reportingwebservice/reporting.svc/MessageTrace?$skiptoken=3"
+        );
         assert_eq!(resolve_url(r, "https://o.example/y"), "https://o.example/y");
         assert_eq!(resolve_url(r, "//o.example/y"), "https://o.example/y");
-        assert_eq!(resolve_url(r, "../a/./b"), "https://h.example/ecp/reportingwebservice/a/b");
+        assert_eq!(
+            resolve_url(r, "../a/./b"),
+            "https://h.example/ecp/reportingwebservice/a/b"
+        );
         assert_eq!(resolve_url("http://h:8080", "x"), "http://h:8080/x");
     }
 
@@ -413,7 +445,8 @@ mod tests {
             Some("InvalidRequest: bad filter")
         );
         assert_eq!(
-            m(r#"{"odata.error":{"code":"","message":{"lang":"en-US","value":"gone"}}}"#).as_deref(),
+            m(r#"{"odata.error":{"code":"","message":{"lang":"en-US","value":"gone"}}}"#)
+                .as_deref(),
             Some("gone")
         );
         assert_eq!(m("<html/>"), None);

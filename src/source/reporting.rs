@@ -146,14 +146,15 @@ pub fn scan_page<R: Read>(
                 pos = end;
             }
             Mark::End { end, name } => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| Error::Malformed("closing tag without an open element".into()))?;
-                let closes_unit = (depth == 1 && root == Root::Open) || (depth == 0 && root == Root::Other);
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    Error::Malformed("closing tag without an open element".into())
+                })?;
+                let closes_unit =
+                    (depth == 1 && root == Root::Open) || (depth == 0 && root == Root::Other);
                 if closes_unit {
-                    let u = unit
-                        .take()
-                        .ok_or_else(|| Error::Malformed("closing tag without an open element".into()))?;
+                    let u = unit.take().ok_or_else(|| {
+                        Error::Malformed("closing tag without an open element".into())
+                    })?;
                     let text = data.get(u.start..end).unwrap_or_default();
                     let open = text.get(1..1 + u.name_len).unwrap_or_default();
                     if data.get(name.0..name.1) != Some(open) {
@@ -191,7 +192,10 @@ const READ_CONSUME: usize = 4096;
 
 /// Microsoft's error text from an error body (OData XML or JSON), for logs and errors.
 pub fn error_message(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?.trim_start_matches('\u{feff}').trim_start();
+    let text = std::str::from_utf8(body)
+        .ok()?
+        .trim_start_matches('\u{feff}')
+        .trim_start();
     if text.starts_with('{') {
         return super::json_error_message(text.as_bytes());
     }
@@ -301,13 +305,16 @@ impl FeedState {
                 let (mut rel, mut href) = (None, None);
                 for tok in Tokenizer::from(text) {
                     match tok.map_err(|e| Error::Malformed(format!("feed link: {e}")))? {
-                        Token::Attribute { prefix, local, value, .. } if prefix.is_empty() => {
-                            match local.as_str() {
-                                "rel" => rel = Some(value.as_str()),
-                                "href" => href = Some(value.as_str()),
-                                _ => {}
-                            }
-                        }
+                        Token::Attribute {
+                            prefix,
+                            local,
+                            value,
+                            ..
+                        } if prefix.is_empty() => match local.as_str() {
+                            "rel" => rel = Some(value.as_str()),
+                            "href" => href = Some(value.as_str()),
+                            _ => {}
+                        },
                         Token::ElementEnd { .. } => break,
                         _ => {}
                     }
@@ -346,9 +353,12 @@ fn not_a_feed(root: &str) -> Error {
 fn feed_base(tag: &str, request_url: &str) -> Result<Option<String>> {
     for tok in Tokenizer::from(tag) {
         match tok.map_err(|e| Error::Malformed(format!("feed element: {e}")))? {
-            Token::Attribute { prefix, local, value, .. }
-                if prefix.as_str() == "xml" && local.as_str() == "base" =>
-            {
+            Token::Attribute {
+                prefix,
+                local,
+                value,
+                ..
+            } if prefix.as_str() == "xml" && local.as_str() == "base" => {
                 let v = decode_xml(value.as_str())?;
                 return Ok(Some(resolve_url(request_url, &v)));
             }
@@ -722,7 +732,8 @@ mod tests {
 
     fn ctx() -> PageCtx<'static> {
         PageCtx {
-            request_url: "https://r.example/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=x",
+            request_url:
+                "https://r.example/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=x",
             window_start: 0,
             window_end: 900,
         }
@@ -753,8 +764,14 @@ mod tests {
 
     #[test]
     fn decodes_entities() {
-        assert!(matches!(decode_xml("plain").unwrap(), Cow::Borrowed("plain")));
-        assert_eq!(decode_xml("a &amp; b &lt;&gt;&quot;&apos;").unwrap(), "a & b <>\"'");
+        assert!(matches!(
+            decode_xml("plain").unwrap(),
+            Cow::Borrowed("plain")
+        ));
+        assert_eq!(
+            decode_xml("a &amp; b &lt;&gt;&quot;&apos;").unwrap(),
+            "a & b <>\"'"
+        );
         assert_eq!(decode_xml("caf&#233; &#x1F600;").unwrap(), "café 😀");
         assert!(decode_xml("&bogus;").is_err());
         assert!(decode_xml("&#xD800;").is_err());
@@ -777,12 +794,21 @@ mod tests {
 <!-- c --><a:entry><a:content><m:properties><d:Subject>x &amp; <![CDATA[<y>]]></d:Subject><d:MessageId m:null="true"/><d:Size>12</d:Size><d:Received>2026-11-24T10:00:00.1234567</d:Received></m:properties></a:content></a:entry>
 <a:link rel="next" href="MessageTrace?$skiptoken=1&amp;x=2"/></a:feed>"#;
         let (recs, end) = scan(body).unwrap();
-        assert_eq!(end.next_link.as_deref(), Some("https://r.example/svc/MessageTrace?$skiptoken=1&x=2"));
+        assert_eq!(
+            end.next_link.as_deref(),
+            Some("https://r.example/svc/MessageTrace?$skiptoken=1&x=2")
+        );
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0][0], ("Subject".into(), Value::Text("x & <y>".into())));
+        assert_eq!(
+            recs[0][0],
+            ("Subject".into(), Value::Text("x & <y>".into()))
+        );
         assert_eq!(recs[0][1], ("MessageId".into(), Value::Null));
         assert_eq!(recs[0][2], ("Size".into(), Value::Number("12".into())));
-        assert_eq!(recs[0][3].1, Value::Text("2026-11-24T10:00:00.1234567Z".into()));
+        assert_eq!(
+            recs[0][3].1,
+            Value::Text("2026-11-24T10:00:00.1234567Z".into())
+        );
     }
 
     #[test]
@@ -798,7 +824,10 @@ mod tests {
             "<!DOCTYPE x><feed/>",
             "<feed><entry><m:properties><d:A>&nope;</d:A></m:properties></entry></feed>",
         ] {
-            assert!(matches!(scan(bad), Err(e) if matches!(e.root(), Error::Malformed(_))), "{bad}");
+            assert!(
+                matches!(scan(bad), Err(e) if matches!(e.root(), Error::Malformed(_))),
+                "{bad}"
+            );
         }
         assert!(scan("<feed/>").is_ok());
     }
@@ -806,7 +835,10 @@ mod tests {
     #[test]
     fn error_bodies() {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?><m:error xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"><m:code>E1</m:code><m:message xml:lang="en-US">Bad &amp; worse</m:message></m:error>"#;
-        assert_eq!(error_message(xml.as_bytes()).as_deref(), Some("E1: Bad & worse"));
+        assert_eq!(
+            error_message(xml.as_bytes()).as_deref(),
+            Some("E1: Bad & worse")
+        );
         let e = scan(xml).unwrap_err();
         assert!(e.to_string().contains("Bad & worse"), "{e}");
         assert_eq!(error_message(b"nothing"), None);
