@@ -153,8 +153,5 @@ pub struct ServiceConfig {
 
 /// Load and validate a config file; every mistake is reported at once in `Error::Config`.
 pub fn load(path: &std::path::Path) -> Result<Config> {
-    Err(Error::Usage(format!(
-        "config loading not built yet: {}",
-        path.display()
-    )))
+    Err(Error::Usage(format!("config loading not built yet: {}", path.display())))
 }
