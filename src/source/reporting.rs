@@ -739,7 +739,9 @@ mod tests {
         }
     }
 
-    fn scan(body: &str) -> Result<(Vec<Vec<(String, Value<'static>)>>, PageEnd)> {
+    type Fields = Vec<(String, Value<'static>)>;
+
+    fn scan(body: &str) -> Result<(Vec<Fields>, PageEnd)> {
         let mut out = Vec::new();
         let end = scan_page(body.as_bytes(), &ctx(), &mut |r| {
             out.push(

@@ -58,7 +58,10 @@ fn render(api: Api, body: &[u8]) -> String {
     match end {
         Ok(end) => {
             assert_eq!(end.records as usize, lines.len());
-            s.push_str(&format!("next: {}\n", end.next_link.as_deref().unwrap_or("none")));
+            s.push_str(&format!(
+                "next: {}\n",
+                end.next_link.as_deref().unwrap_or("none")
+            ));
         }
         Err(e) => s.push_str(&format!("error: {e}\n")),
     }
@@ -73,7 +76,9 @@ fn render(api: Api, body: &[u8]) -> String {
 }
 
 fn fixtures(area: &str, ext: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(area);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(area);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -97,7 +102,10 @@ fn golden(area: &str, ext: &str, run: impl Fn(&[u8]) -> String) {
         }
         let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if got != want {
-            failures.push(format!("{}:\n--- want\n{want}--- got\n{got}", path.display()));
+            failures.push(format!(
+                "{}:\n--- want\n{want}--- got\n{got}",
+                path.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -146,7 +154,10 @@ impl Read for OneByte<'_> {
 
 #[test]
 fn one_byte_reads_match_one_big_read() {
-    for (api, area, ext) in [(Api::Reporting, "atom", "xml"), (Api::Graph, "graph", "json")] {
+    for (api, area, ext) in [
+        (Api::Reporting, "atom", "xml"),
+        (Api::Graph, "graph", "json"),
+    ] {
         for path in fixtures(area, ext) {
             let body = std::fs::read(&path).unwrap();
             let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -173,7 +184,12 @@ fn cut_at_every_byte() {
         (Api::Graph, "graph/001_documented_example.json"),
         (Api::Graph, "graph/006_unknown_fields.json"),
     ] {
-        let body = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)).unwrap();
+        let body = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(path),
+        )
+        .unwrap();
         let mut full = Vec::new();
         let full_end = scan(api, &body[..], &mut full).unwrap();
         assert!(!full.is_empty());
@@ -223,7 +239,9 @@ fn big_atom(min_len: usize) -> (Vec<u8>, usize) {
 }
 
 fn big_graph(min_len: usize) -> (Vec<u8>, usize) {
-    let mut s = String::from("{\"@odata.context\":\"https://graph.microsoft.com/v1.0/$metadata#x\",\"value\":[");
+    let mut s = String::from(
+        "{\"@odata.context\":\"https://graph.microsoft.com/v1.0/$metadata#x\",\"value\":[",
+    );
     let mut n = 0;
     while s.len() < min_len {
         if n > 0 {
@@ -283,7 +301,11 @@ fn an_entry_larger_than_the_buffer_is_malformed() {
         let e = scan(api, body.as_bytes(), &mut lines).unwrap_err();
         assert!(matches!(e.root(), msgtrace::Error::Malformed(_)), "{e}");
         assert!(e.to_string().contains("larger than"), "{e}");
-        assert_eq!(lines.len(), 1, "{api:?}: the record before the huge one was yielded");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{api:?}: the record before the huge one was yielded"
+        );
     }
 }
 
@@ -318,7 +340,10 @@ fn fuzz_corpus_and_fixture_prefixes_never_panic() {
         assert!(files > 0, "empty corpus {}", dir.display());
         let _ = api;
     }
-    for (api, area, ext) in [(Api::Reporting, "atom", "xml"), (Api::Graph, "graph", "json")] {
+    for (api, area, ext) in [
+        (Api::Reporting, "atom", "xml"),
+        (Api::Graph, "graph", "json"),
+    ] {
         for path in fixtures(area, ext) {
             let body = std::fs::read(&path).unwrap();
             for cut in 0..=body.len() {
@@ -333,11 +358,20 @@ fn fuzz_corpus_and_fixture_prefixes_never_panic() {
 #[test]
 fn query_urls() {
     assert_eq!(
-        reporting::query_url("https://reports.office365.com/ecp/reportingwebservice/reporting.svc/MessageTrace", WINDOW.0, WINDOW.1),
+        reporting::query_url(
+            "https://reports.office365.com/ecp/reportingwebservice/reporting.svc/MessageTrace",
+            WINDOW.0,
+            WINDOW.1
+        ),
         REPORTING_URL
     );
     assert_eq!(
-        graph::query_url("https://graph.microsoft.com/v1.0/admin/exchange/tracing/messageTraces", WINDOW.0, WINDOW.1, 5000),
+        graph::query_url(
+            "https://graph.microsoft.com/v1.0/admin/exchange/tracing/messageTraces",
+            WINDOW.0,
+            WINDOW.1,
+            5000
+        ),
         GRAPH_URL
     );
 }
