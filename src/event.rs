@@ -33,6 +33,21 @@ pub fn encode(record: &Record<'_>, pulling_id: i64, out: &mut Vec<u8>) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Bytes that need a look in a JSON string: `"`, `\\`, control characters, and
+/// 0xE2 (the lead byte of U+2028/U+2029). Everything else is copied in runs.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0xE2] = true;
+    t
+};
+
 /// `s` as a JSON string literal.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
@@ -40,46 +55,40 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
     let mut run = 0; // start of the pending run of bytes copied as they are
     let mut i = 0;
     while let Some(&c) = b.get(i) {
-        let esc: Option<&[u8]> = match c {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0..=0x1f => Some(b""),
-            // U+2028 / U+2029: E2 80 A8 / E2 80 A9.
-            0xE2 if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xA8 | 0xA9)) => {
-                Some(b"")
-            }
-            _ => None,
-        };
-        let Some(esc) = esc else {
+        if !SPECIAL[usize::from(c)] {
             i += 1;
             continue;
+        }
+        let short: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => b"",
+        };
+        let (code, len) = match c {
+            // U+2028 / U+2029: E2 80 A8 / E2 80 A9.
+            0xE2 => match (b.get(i + 1), b.get(i + 2)) {
+                (Some(0x80), Some(0xA8)) => (0x2028u16, 3),
+                (Some(0x80), Some(0xA9)) => (0x2029, 3),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            },
+            _ => (u16::from(c), 1),
         };
         out.extend_from_slice(b.get(run..i).unwrap_or_default());
-        if esc.is_empty() {
-            let (code, len) = if c == 0xE2 {
-                (
-                    if b.get(i + 2) == Some(&0xA8) {
-                        0x2028u16
-                    } else {
-                        0x2029
-                    },
-                    3,
-                )
-            } else {
-                (u16::from(c), 1)
-            };
+        if short.is_empty() {
             out.extend_from_slice(b"\\u");
             for shift in [12u16, 8, 4, 0] {
                 out.push(HEX[usize::from((code >> shift) & 0xF)]);
             }
-            i += len;
         } else {
-            out.extend_from_slice(esc);
-            i += 1;
+            out.extend_from_slice(short);
         }
+        i += len;
         run = i;
     }
     out.extend_from_slice(b.get(run..).unwrap_or_default());

@@ -156,7 +156,7 @@ pub(crate) fn recycle<'b>(mut v: Vec<(Cow<'_, str>, Value<'_>)>) -> Vec<(Cow<'b,
 /// A date as RFC 3339 UTC text. Microsoft sends `2026-11-24T10:00:00.1234567`
 /// (UTC, no zone): `Z` is appended and the fractional digits kept as sent. `Z` is
 /// kept (`z` upper-cased), `±00:00` becomes `Z`, another offset is converted to UTC
-/// (fraction kept). Text that is not an ISO date is passed on as sent.
+/// (fraction kept), a space or `t` separator becomes `T`. Text that is not an ISO date is passed on as sent.
 pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
     let t = s.trim();
     let Some(inst) = crate::time::parse_iso(t) else {
@@ -174,9 +174,11 @@ pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
         t.get(..zone_at).unwrap_or(t),
         t.get(zone_at..).unwrap_or(""),
     );
+    // `parse_iso` also takes `t` or a space between date and time: rebuild those.
+    let has_t = b.get(10) == Some(&b'T');
     match zone {
-        "Z" if t.len() == s.len() => s,
-        "" | "Z" | "z" | "+00:00" | "-00:00" => Cow::Owned(format!("{main}Z")),
+        "Z" if has_t && t.len() == s.len() => s,
+        "" | "Z" | "z" | "+00:00" | "-00:00" if has_t => Cow::Owned(format!("{main}Z")),
         _ => {
             let frac = main.get(19..).unwrap_or("");
             let mut out = crate::time::rfc3339(inst.secs);
@@ -391,6 +393,7 @@ mod tests {
         assert_eq!(n("2026-11-24T12:00:00.5+02:00"), "2026-11-24T10:00:00.5Z");
         assert_eq!(n("2026-11-24T00:30:00-01:00"), "2026-11-24T01:30:00Z");
         assert_eq!(n("not a date"), "not a date");
+        assert_eq!(n("2026-11-24 10:00:00.25"), "2026-11-24T10:00:00.25Z");
     }
 
     #[test]

@@ -424,7 +424,9 @@ fn markup(data: &[u8], pos: usize) -> Result<Mark> {
         if COMMENT.starts_with(rest) || CDATA.starts_with(rest) {
             return Ok(Mark::More);
         }
-        return Err(Error::Malformed("DTDs are not accepted".into()));
+        return Err(Error::Malformed(
+            "a DOCTYPE: not an Atom feed (an HTML page from a proxy?)".into(),
+        ));
     }
     if rest.len() < 2 {
         return Ok(Mark::More);
