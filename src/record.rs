@@ -18,6 +18,9 @@ pub enum Value<'a> {
     Number(Cow<'a, str>),
     /// A JSON boolean.
     Bool(bool),
+    /// A JSON object or array kept verbatim (validated JSON text from Graph, for
+    /// fields Graph may add later); the encoder copies it without its whitespace.
+    Raw(Cow<'a, str>),
 }
 
 /// One message trace record: fields in API order, under their event names.

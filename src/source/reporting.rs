@@ -1,15 +1,47 @@
-//! Reporting Web Service `MessageTrace` (OData v2 Atom) scanner. CONTRACT SKELETON.
+//! Reporting Web Service `MessageTrace` scanner: OData v2 Atom XML → `Record`s.
+//!
+//! Owns: the query URL, the streaming scan of one Atom page and the OData error
+//! body reader. The body is read in `READ_CHUNK` pieces; a small byte-level
+//! splitter finds where each child of `<feed>` ends (tags, comments, CDATA and
+//! quoted attribute values are respected), and each complete child is then parsed
+//! with `xmlparser`: `<entry>` becomes a record at once, `<link rel="next">` the
+//! next page, everything else is ignored. Only the current child is held, so
+//! memory is bounded by `MAX_BUFFER` whatever the page size. Elements are matched
+//! by local name: prefixes and namespace URIs vary between Microsoft's examples.
+//! Must not: do IO besides reading the body, or yield a record before its
+//! `</entry>` was seen.
+//!
+//! Field values: `m:null="true"` → null; `m:type` `Edm.Int*`/`Byte`/`SByte`/
+//! `Decimal`/`Double`/`Single` → JSON number when the text is one (else text);
+//! `Edm.Boolean` → bool; `Edm.DateTime[Offset]` and `Received`/`StartDate`/`EndDate`
+//! → RFC 3339 UTC (`source::normalize_date`); `Size`/`Index` → number even without
+//! `m:type`; everything else → text with entities and character references decoded
+//! (borrowed from the body when it has no `&`). A property with child elements (an
+//! OData complex type; MessageTrace has none) is left out.
 
+use std::borrow::Cow;
 use std::io::Read;
 
-use super::{PageCtx, PageEnd};
-use crate::error::Result;
-use crate::record::Record;
+use xmlparser::{ElementEnd, Token, Tokenizer};
 
-/// `{reporting_url}?$filter=StartDate eq datetime'S' and EndDate eq datetime'E'`, URL-encoded.
+use super::{
+    normalize_date, recycle, resolve_url, with_query, Chunked, PageCtx, PageEnd, MAX_DEPTH,
+};
+use crate::error::{Error, Result};
+use crate::record::{Record, Value};
+
+/// `{reporting_url}?$filter=StartDate eq datetime'S' and EndDate eq datetime'E'`,
+/// spaces written `%20`, quotes and `$` left as they are (RFC 3986 allows both in
+/// a query; Microsoft's own examples send them so). `start`/`end` are the window
+/// `[start, end)`: the service treats `EndDate` as inclusive, so a record received
+/// exactly at `end` may come in two windows — the edge dedup (SPEC §3) drops it.
 pub fn query_url(reporting_url: &str, start: i64, end: i64) -> String {
-    let _ = (reporting_url, start, end);
-    unimplemented!()
+    let s = crate::time::odata_datetime(start);
+    let e = crate::time::odata_datetime(end);
+    with_query(
+        reporting_url,
+        &format!("$filter=StartDate%20eq%20datetime'{s}'%20and%20EndDate%20eq%20datetime'{e}'"),
+    )
 }
 
 /// Scan one Atom page, calling `on_record` for each `<entry>` as soon as it is complete.
@@ -19,12 +51,800 @@ pub fn scan_page<R: Read>(
     ctx: &PageCtx<'_>,
     on_record: &mut dyn FnMut(&Record<'_>) -> Result<()>,
 ) -> Result<PageEnd> {
-    let _ = (body, ctx, on_record);
-    unimplemented!()
+    let mut input = Chunked::new(body);
+    let mut feed = FeedState {
+        base: None,
+        next: None,
+        records: 0,
+        spare: Vec::new(),
+    };
+    let mut pos = 0usize; // scan position in input.data()
+    let mut depth = 0usize; // element depth at pos
+    let mut unit: Option<Unit> = None; // the open child of <feed> (or non-feed root)
+    let mut root = Root::Before;
+    loop {
+        let data = input.data();
+        let mark = markup(data, pos)?;
+        match mark {
+            Mark::More => {
+                let keep = unit.as_ref().map_or(pos, |u| u.start);
+                let at_end = pos >= data.len();
+                input.consume(keep);
+                pos -= keep;
+                if let Some(u) = unit.as_mut() {
+                    u.start = 0;
+                }
+                if !input.fill()? {
+                    if root == Root::Closed && at_end {
+                        break;
+                    }
+                    return Err(Error::Malformed(match root {
+                        Root::Before => "empty body, expected an Atom feed".to_string(),
+                        _ => "body ends inside the feed (cut off?)".to_string(),
+                    }));
+                }
+            }
+            Mark::Text(end) => {
+                if depth == 0 {
+                    let text = data.get(pos..end).unwrap_or_default();
+                    if !text
+                        .iter()
+                        .all(|c| c.is_ascii_whitespace() || matches!(c, 0xEF | 0xBB | 0xBF))
+                    {
+                        return Err(Error::Malformed("text outside the feed element".into()));
+                    }
+                }
+                pos = end;
+            }
+            Mark::Skip(end) => pos = end,
+            Mark::Start {
+                end,
+                name_len,
+                empty,
+            } => {
+                let tag = data.get(pos..end).unwrap_or_default();
+                match depth {
+                    0 => {
+                        if root != Root::Before {
+                            return Err(Error::Malformed("a second root element".into()));
+                        }
+                        let tag = utf8(tag)?;
+                        let local = local_name(tag.get(1..1 + name_len).unwrap_or(""));
+                        if local == "feed" {
+                            feed.base = feed_base(tag, ctx.request_url)?;
+                            root = if empty { Root::Closed } else { Root::Open };
+                        } else {
+                            // Not a feed (an OData error?): keep the whole root to explain it.
+                            root = Root::Other;
+                            unit = Some(Unit {
+                                start: pos,
+                                name_len,
+                            });
+                            if empty {
+                                return Err(not_a_feed(tag));
+                            }
+                        }
+                    }
+                    1 if root == Root::Open => {
+                        if empty {
+                            feed.child(tag, name_len, ctx, on_record)?;
+                        } else {
+                            unit = Some(Unit {
+                                start: pos,
+                                name_len,
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+                if !empty {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(Error::Malformed("elements nested too deep".into()));
+                    }
+                }
+                pos = end;
+            }
+            Mark::End { end, name } => {
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    Error::Malformed("closing tag without an open element".into())
+                })?;
+                let closes_unit =
+                    (depth == 1 && root == Root::Open) || (depth == 0 && root == Root::Other);
+                if closes_unit {
+                    let u = unit.take().ok_or_else(|| {
+                        Error::Malformed("closing tag without an open element".into())
+                    })?;
+                    let text = data.get(u.start..end).unwrap_or_default();
+                    let open = text.get(1..1 + u.name_len).unwrap_or_default();
+                    if data.get(name.0..name.1) != Some(open) {
+                        return Err(Error::Malformed(format!(
+                            "</{}> does not close <{}>",
+                            String::from_utf8_lossy(data.get(name.0..name.1).unwrap_or_default()),
+                            String::from_utf8_lossy(open)
+                        )));
+                    }
+                    if root == Root::Other {
+                        return Err(not_a_feed(utf8(text)?));
+                    }
+                    feed.child(text, u.name_len, ctx, on_record)?;
+                } else if depth == 0 {
+                    root = Root::Closed;
+                }
+                pos = end;
+            }
+        }
+        if unit.is_none() && pos > 0 && pos >= READ_CONSUME {
+            input.consume(pos);
+            pos = 0;
+        }
+    }
+    Ok(PageEnd {
+        next_link: feed.next,
+        records: feed.records,
+        stats: input.stats(),
+    })
 }
+
+/// Consume scanned bytes eagerly only past this many (saves `consume` calls; the
+/// buffer is compacted lazily anyway).
+const READ_CONSUME: usize = 4096;
 
 /// Microsoft's error text from an error body (OData XML or JSON), for logs and errors.
 pub fn error_message(body: &[u8]) -> Option<String> {
-    let _ = body;
-    unimplemented!()
+    let text = std::str::from_utf8(body)
+        .ok()?
+        .trim_start_matches('\u{feff}')
+        .trim_start();
+    if text.starts_with('{') {
+        return super::json_error_message(text.as_bytes());
+    }
+    if !text.starts_with('<') {
+        return None;
+    }
+    // <m:error><m:code>C</m:code><m:message xml:lang="en-US">M</m:message>…</m:error>
+    let mut depth = 0usize;
+    let mut error_depth = None;
+    let mut current: Option<&str> = None;
+    let (mut code, mut message) = (String::new(), String::new());
+    for tok in Tokenizer::from(text) {
+        let Ok(tok) = tok else { break };
+        match tok {
+            Token::ElementStart { local, .. } => {
+                depth += 1;
+                if error_depth.is_none() && local.as_str() == "error" {
+                    error_depth = Some(depth);
+                } else if error_depth.is_some_and(|d| d + 1 == depth) {
+                    current = Some(local.as_str());
+                }
+            }
+            Token::ElementEnd { end, .. } => match end {
+                ElementEnd::Open => {}
+                ElementEnd::Empty | ElementEnd::Close(..) => {
+                    if error_depth.is_some_and(|d| d + 1 == depth) {
+                        current = None;
+                    }
+                    if error_depth == Some(depth) {
+                        break;
+                    }
+                    depth = depth.saturating_sub(1);
+                }
+            },
+            Token::Text { text } | Token::Cdata { text, .. } => {
+                let raw = text.as_str();
+                let decoded = if matches!(tok, Token::Cdata { .. }) {
+                    Cow::Borrowed(raw)
+                } else {
+                    decode_xml(raw).unwrap_or(Cow::Borrowed(raw))
+                };
+                match current {
+                    Some("code") if code.is_empty() => code.push_str(decoded.trim()),
+                    Some("message") if message.is_empty() => message.push_str(decoded.trim()),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    error_depth?;
+    super::join_code(&code, &message)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Root {
+    Before,
+    Open,
+    Other,
+    Closed,
+}
+
+/// The start of the child of `<feed>` being buffered; its qualified name is
+/// `data[start + 1 .. start + 1 + name_len]`.
+struct Unit {
+    start: usize,
+    name_len: usize,
+}
+
+struct FeedState {
+    /// The absolute base for relative links (`xml:base` on `<feed>`).
+    base: Option<String>,
+    next: Option<String>,
+    records: u64,
+    /// The field vector, recycled from record to record.
+    spare: Vec<(Cow<'static, str>, Value<'static>)>,
+}
+
+impl FeedState {
+    /// A complete child of `<feed>`: an entry (yield it) or a link (remember `next`).
+    fn child(
+        &mut self,
+        bytes: &[u8],
+        name_len: usize,
+        ctx: &PageCtx<'_>,
+        on_record: &mut dyn FnMut(&Record<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let name = bytes.get(1..1 + name_len).unwrap_or_default();
+        let local = name.rsplit(|&c| c == b':').next().unwrap_or_default();
+        match local {
+            b"entry" => {
+                let text = utf8(bytes)?;
+                let mut record = Record {
+                    fields: recycle(std::mem::take(&mut self.spare)),
+                };
+                scan_entry(text, &mut record.fields)
+                    .map_err(|e| e.context(format!("entry {}", self.records + 1)))?;
+                let yielded = !record.fields.is_empty();
+                if yielded {
+                    on_record(&record)?;
+                    self.records += 1;
+                }
+                self.spare = recycle(record.fields);
+            }
+            b"link" => {
+                let text = utf8(bytes)?;
+                let (mut rel, mut href) = (None, None);
+                for tok in Tokenizer::from(text) {
+                    match tok.map_err(|e| Error::Malformed(format!("feed link: {e}")))? {
+                        Token::Attribute {
+                            prefix,
+                            local,
+                            value,
+                            ..
+                        } if prefix.is_empty() => match local.as_str() {
+                            "rel" => rel = Some(value.as_str()),
+                            "href" => href = Some(value.as_str()),
+                            _ => {}
+                        },
+                        Token::ElementEnd { .. } => break,
+                        _ => {}
+                    }
+                }
+                let is_next = rel.is_some_and(|r| {
+                    r == "next" || r == "http://www.iana.org/assignments/relation/next"
+                });
+                if let (true, Some(href)) = (is_next, href) {
+                    let href = decode_xml(href)?;
+                    let base = self.base.as_deref().unwrap_or(ctx.request_url);
+                    self.next = Some(resolve_url(base, &href));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<&str> {
+    std::str::from_utf8(b).map_err(|e| Error::Malformed(format!("body is not UTF-8: {e}")))
+}
+
+fn local_name(qname: &str) -> &str {
+    qname.rsplit(':').next().unwrap_or(qname)
+}
+
+fn not_a_feed(root: &str) -> Error {
+    match error_message(root.as_bytes()) {
+        Some(m) => Error::Malformed(format!("the service answered an error: {m}")),
+        None => Error::Malformed("expected an Atom <feed> root element".into()),
+    }
+}
+
+/// `xml:base` of the `<feed>` start tag, resolved against the request URL.
+fn feed_base(tag: &str, request_url: &str) -> Result<Option<String>> {
+    for tok in Tokenizer::from(tag) {
+        match tok.map_err(|e| Error::Malformed(format!("feed element: {e}")))? {
+            Token::Attribute {
+                prefix,
+                local,
+                value,
+                ..
+            } if prefix.as_str() == "xml" && local.as_str() == "base" => {
+                let v = decode_xml(value.as_str())?;
+                return Ok(Some(resolve_url(request_url, &v)));
+            }
+            Token::ElementEnd { .. } => break,
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// One lexical unit at `pos` in the (partial) body, found at byte level.
+#[derive(Debug)]
+enum Mark {
+    /// Not enough bytes to tell; read more.
+    More,
+    /// Character data up to `.0` (exclusive).
+    Text(usize),
+    /// A comment, CDATA section or processing instruction ending at `.0`.
+    Skip(usize),
+    /// A start tag `<name ...>` ending at `end`; `empty` for `<name/>`.
+    Start {
+        end: usize,
+        name_len: usize,
+        empty: bool,
+    },
+    /// An end tag ending at `end`, its name at `name.0..name.1`.
+    End { end: usize, name: (usize, usize) },
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| from + i)
+}
+
+fn markup(data: &[u8], pos: usize) -> Result<Mark> {
+    let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) else {
+        return Ok(Mark::More);
+    };
+    if rest.first() != Some(&b'<') {
+        let n = rest.iter().position(|&c| c == b'<').unwrap_or(rest.len());
+        return Ok(Mark::Text(pos + n));
+    }
+    let delimited = |open: &[u8], close: &[u8]| -> Mark {
+        match find(data, pos + open.len(), close) {
+            Some(i) => Mark::Skip(i + close.len()),
+            None => Mark::More,
+        }
+    };
+    const COMMENT: &[u8] = b"<!--";
+    const CDATA: &[u8] = b"<![CDATA[";
+    if rest.starts_with(COMMENT) {
+        return Ok(delimited(COMMENT, b"-->"));
+    }
+    if rest.starts_with(CDATA) {
+        return Ok(delimited(CDATA, b"]]>"));
+    }
+    if rest.starts_with(b"<?") {
+        return Ok(delimited(b"<?", b"?>"));
+    }
+    if rest.starts_with(b"<!") {
+        if COMMENT.starts_with(rest) || CDATA.starts_with(rest) {
+            return Ok(Mark::More);
+        }
+        return Err(Error::Malformed(
+            "a DOCTYPE: not an Atom feed (an HTML page from a proxy?)".into(),
+        ));
+    }
+    if rest.len() < 2 {
+        return Ok(Mark::More);
+    }
+    if rest.starts_with(b"</") {
+        let Some(gt) = rest.iter().position(|&c| c == b'>') else {
+            return Ok(Mark::More);
+        };
+        let inner = rest.get(2..gt).unwrap_or_default();
+        let name_len = inner
+            .iter()
+            .position(|c| c.is_ascii_whitespace())
+            .unwrap_or(inner.len());
+        return Ok(Mark::End {
+            end: pos + gt + 1,
+            name: (pos + 2, pos + 2 + name_len),
+        });
+    }
+    // Start tag: find the `>` outside quoted attribute values.
+    let name_len = rest
+        .iter()
+        .skip(1)
+        .position(|&c| c.is_ascii_whitespace() || c == b'/' || c == b'>')
+        .unwrap_or(rest.len());
+    if name_len == 0 {
+        return Err(Error::Malformed("a tag without a name".into()));
+    }
+    let mut quote = None;
+    for (i, &c) in rest.iter().enumerate().skip(1 + name_len) {
+        match (quote, c) {
+            (None, b'"' | b'\'') => quote = Some(c),
+            (Some(q), _) if q == c => quote = None,
+            (None, b'<') => return Err(Error::Malformed("'<' inside a tag".into())),
+            (None, b'>') => {
+                let empty = i > 0 && rest.get(i - 1) == Some(&b'/');
+                return Ok(Mark::Start {
+                    end: pos + i + 1,
+                    name_len,
+                    empty,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(Mark::More)
+}
+
+/// Text gathered for one property: one raw span (decoded when the field ends) or,
+/// when comments/CDATA split it, an owned decoded string.
+enum Acc<'a> {
+    Empty,
+    Raw(&'a str),
+    Literal(&'a str),
+    Owned(String),
+}
+
+impl<'a> Acc<'a> {
+    fn push(&mut self, piece: &'a str, literal: bool) -> Result<()> {
+        let prev = std::mem::replace(self, Acc::Empty);
+        *self = match prev {
+            Acc::Empty if literal => Acc::Literal(piece),
+            Acc::Empty => Acc::Raw(piece),
+            other => {
+                let mut s = match other {
+                    Acc::Raw(r) => decode_xml(r)?.into_owned(),
+                    Acc::Literal(l) => l.to_string(),
+                    Acc::Owned(o) => o,
+                    Acc::Empty => String::new(),
+                };
+                if literal {
+                    s.push_str(piece);
+                } else {
+                    s.push_str(&decode_xml(piece)?);
+                }
+                Acc::Owned(s)
+            }
+        };
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Cow<'a, str>> {
+        Ok(match self {
+            Acc::Empty => Cow::Borrowed(""),
+            Acc::Raw(r) => decode_xml(r)?,
+            Acc::Literal(l) => Cow::Borrowed(l),
+            Acc::Owned(o) => Cow::Owned(o),
+        })
+    }
+}
+
+struct Field<'a> {
+    name: &'a str,
+    null: bool,
+    edm: &'a str,
+    text: Acc<'a>,
+    complex: bool,
+}
+
+/// The properties of one complete `<entry>` into `fields`, in document order.
+fn scan_entry<'a>(text: &'a str, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -> Result<()> {
+    let mut stack: [&'a str; MAX_DEPTH] = [""; MAX_DEPTH];
+    let mut depth = 0usize;
+    let mut props: Option<usize> = None;
+    let mut field: Option<Field<'a>> = None;
+    let mut in_field_tag = false;
+    let mut done = false;
+    for tok in Tokenizer::from(text) {
+        let tok = tok.map_err(|e| Error::Malformed(e.to_string()))?;
+        match tok {
+            Token::ElementStart { span, local, .. } => {
+                let slot = stack
+                    .get_mut(depth)
+                    .ok_or_else(|| Error::Malformed("elements nested too deep".into()))?;
+                *slot = span.as_str().get(1..).unwrap_or("");
+                depth += 1;
+                match props {
+                    None if !done && local.as_str() == "properties" => props = Some(depth),
+                    Some(p) if depth == p + 1 => {
+                        field = Some(Field {
+                            name: local.as_str(),
+                            null: false,
+                            edm: "",
+                            text: Acc::Empty,
+                            complex: false,
+                        });
+                        in_field_tag = true;
+                    }
+                    _ => {
+                        if let Some(f) = field.as_mut() {
+                            f.complex = true;
+                        }
+                    }
+                }
+            }
+            Token::Attribute { local, value, .. } if in_field_tag => {
+                if let Some(f) = field.as_mut() {
+                    match local.as_str() {
+                        "null" => f.null = value.as_str().trim() == "true",
+                        "type" => f.edm = value.as_str(),
+                        _ => {}
+                    }
+                }
+            }
+            Token::ElementEnd { end, .. } => {
+                let closing = match end {
+                    ElementEnd::Open => {
+                        in_field_tag = false;
+                        continue;
+                    }
+                    ElementEnd::Empty => None,
+                    ElementEnd::Close(prefix, local) => Some((prefix, local)),
+                };
+                in_field_tag = false;
+                if let Some((prefix, local)) = closing {
+                    let open = depth
+                        .checked_sub(1)
+                        .and_then(|d| stack.get(d))
+                        .copied()
+                        .unwrap_or("");
+                    let same = if prefix.is_empty() {
+                        open == local.as_str()
+                    } else {
+                        open.strip_prefix(prefix.as_str())
+                            .and_then(|r| r.strip_prefix(':'))
+                            == Some(local.as_str())
+                    };
+                    if !same {
+                        return Err(Error::Malformed(format!(
+                            "</{}> does not close <{open}>",
+                            local.as_str()
+                        )));
+                    }
+                }
+                match props {
+                    Some(p) if depth == p + 1 => {
+                        if let Some(f) = field.take() {
+                            finish_field(f, fields)?;
+                        }
+                    }
+                    Some(p) if depth == p => {
+                        props = None;
+                        done = true;
+                    }
+                    _ => {}
+                }
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| Error::Malformed("unbalanced entry".into()))?;
+            }
+            Token::Text { text } => {
+                if let (Some(p), Some(f)) = (props, field.as_mut()) {
+                    if depth == p + 1 {
+                        f.text.push(text.as_str(), false)?;
+                    }
+                }
+            }
+            Token::Cdata { text, .. } => {
+                if let (Some(p), Some(f)) = (props, field.as_mut()) {
+                    if depth == p + 1 {
+                        f.text.push(text.as_str(), true)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(Error::Malformed("entry ends inside an element".into()));
+    }
+    Ok(())
+}
+
+fn finish_field<'a>(f: Field<'a>, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -> Result<()> {
+    if f.complex {
+        return Ok(());
+    }
+    let name = Cow::Borrowed(f.name);
+    if f.null {
+        fields.push((name, Value::Null));
+        return Ok(());
+    }
+    let text = f.text.finish()?;
+    let edm = f.edm.trim();
+    let edm = edm.strip_prefix("Edm.").unwrap_or(edm);
+    let value = match edm {
+        "Int16" | "Int32" | "Int64" | "Byte" | "SByte" | "Decimal" | "Double" | "Single" => {
+            number_or_text(text)
+        }
+        "Boolean" => match text.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::Text(text),
+        },
+        "DateTime" | "DateTimeOffset" => Value::Text(normalize_date(text)),
+        "" => match f.name {
+            "Size" | "Index" => number_or_text(text),
+            "Received" | "StartDate" | "EndDate" => Value::Text(normalize_date(text)),
+            _ => Value::Text(text),
+        },
+        _ => Value::Text(text),
+    };
+    fields.push((name, value));
+    Ok(())
+}
+
+fn number_or_text(text: Cow<'_, str>) -> Value<'_> {
+    let t = text.trim();
+    if super::is_json_number(t) {
+        match text {
+            Cow::Borrowed(b) => Value::Number(Cow::Borrowed(b.trim())),
+            Cow::Owned(o) => Value::Number(Cow::Owned(o.trim().to_string())),
+        }
+    } else {
+        Value::Text(text)
+    }
+}
+
+/// XML text with `&amp; &lt; &gt; &quot; &apos;` and `&#N;`/`&#xH;` decoded;
+/// borrowed when there is no `&`. An unknown entity or a reference to an invalid
+/// character (a surrogate, NUL, > U+10FFFF) is `Error::Malformed`.
+pub fn decode_xml(s: &str) -> Result<Cow<'_, str>> {
+    let Some(first) = s.find('&') else {
+        return Ok(Cow::Borrowed(s));
+    };
+    let mut out = String::with_capacity(s.len());
+    out.push_str(s.get(..first).unwrap_or(""));
+    let mut rest = s.get(first..).unwrap_or("");
+    while let Some(amp) = rest.find('&') {
+        out.push_str(rest.get(..amp).unwrap_or(""));
+        let after = rest.get(amp + 1..).unwrap_or("");
+        let semi = after
+            .find(';')
+            .filter(|&i| i <= 10)
+            .ok_or_else(|| Error::Malformed("'&' without an entity reference".into()))?;
+        let name = after.get(..semi).unwrap_or("");
+        let c = match name {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = if let Some(hex) = name.strip_prefix("#x") {
+                    u32::from_str_radix(hex, 16).ok()
+                } else if let Some(dec) = name.strip_prefix('#') {
+                    dec.parse::<u32>().ok()
+                } else {
+                    None
+                };
+                code.filter(|&c| c != 0)
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| Error::Malformed(format!("bad entity reference &{name};")))?
+            }
+        };
+        out.push(c);
+        rest = after.get(semi + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> PageCtx<'static> {
+        PageCtx {
+            request_url:
+                "https://r.example/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=x",
+            window_start: 0,
+            window_end: 900,
+        }
+    }
+
+    type Fields = Vec<(String, Value<'static>)>;
+
+    fn scan(body: &str) -> Result<(Vec<Fields>, PageEnd)> {
+        let mut out = Vec::new();
+        let end = scan_page(body.as_bytes(), &ctx(), &mut |r| {
+            out.push(
+                r.fields
+                    .iter()
+                    .map(|(n, v)| {
+                        let v = match v {
+                            Value::Null => Value::Null,
+                            Value::Bool(b) => Value::Bool(*b),
+                            Value::Text(t) => Value::Text(Cow::Owned(t.to_string())),
+                            Value::Number(t) => Value::Number(Cow::Owned(t.to_string())),
+                            Value::Raw(t) => Value::Raw(Cow::Owned(t.to_string())),
+                        };
+                        (n.to_string(), v)
+                    })
+                    .collect(),
+            );
+            Ok(())
+        })?;
+        Ok((out, end))
+    }
+
+    #[test]
+    fn decodes_entities() {
+        assert!(matches!(
+            decode_xml("plain").unwrap(),
+            Cow::Borrowed("plain")
+        ));
+        assert_eq!(
+            decode_xml("a &amp; b &lt;&gt;&quot;&apos;").unwrap(),
+            "a & b <>\"'"
+        );
+        assert_eq!(decode_xml("caf&#233; &#x1F600;").unwrap(), "café 😀");
+        assert!(decode_xml("&bogus;").is_err());
+        assert!(decode_xml("&#xD800;").is_err());
+        assert!(decode_xml("&#0;").is_err());
+        assert!(decode_xml("a & b").is_err());
+    }
+
+    #[test]
+    fn query_url_shape() {
+        let u = query_url("https://r.example/MessageTrace", 0, 900);
+        assert_eq!(
+            u,
+            "https://r.example/MessageTrace?$filter=StartDate%20eq%20datetime'1970-01-01T00:00:00'%20and%20EndDate%20eq%20datetime'1970-01-01T00:15:00'"
+        );
+    }
+
+    #[test]
+    fn scans_minimal_feed() {
+        let body = r#"<?xml version="1.0"?><a:feed xmlns:a="http://www.w3.org/2005/Atom" xml:base="https://r.example/svc/">
+<!-- c --><a:entry><a:content><m:properties><d:Subject>x &amp; <![CDATA[<y>]]></d:Subject><d:MessageId m:null="true"/><d:Size>12</d:Size><d:Received>2026-11-24T10:00:00.1234567</d:Received></m:properties></a:content></a:entry>
+<a:link rel="next" href="MessageTrace?$skiptoken=1&amp;x=2"/></a:feed>"#;
+        let (recs, end) = scan(body).unwrap();
+        assert_eq!(
+            end.next_link.as_deref(),
+            Some("https://r.example/svc/MessageTrace?$skiptoken=1&x=2")
+        );
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            recs[0][0],
+            ("Subject".into(), Value::Text("x & <y>".into()))
+        );
+        assert_eq!(recs[0][1], ("MessageId".into(), Value::Null));
+        assert_eq!(recs[0][2], ("Size".into(), Value::Number("12".into())));
+        assert_eq!(
+            recs[0][3].1,
+            Value::Text("2026-11-24T10:00:00.1234567Z".into())
+        );
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        for bad in [
+            "",
+            "<feed>",
+            "<feed><entry></feed>",
+            "<feed></entry></feed>",
+            "<feed><entry><m:properties><d:A>1</d:B></m:properties></entry></feed>",
+            "<feed/><feed/>",
+            "text<feed/>",
+            "<!DOCTYPE x><feed/>",
+            "<feed><entry><m:properties><d:A>&nope;</d:A></m:properties></entry></feed>",
+        ] {
+            assert!(
+                matches!(scan(bad), Err(e) if matches!(e.root(), Error::Malformed(_))),
+                "{bad}"
+            );
+        }
+        assert!(scan("<feed/>").is_ok());
+    }
+
+    #[test]
+    fn error_bodies() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><m:error xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"><m:code>E1</m:code><m:message xml:lang="en-US">Bad &amp; worse</m:message></m:error>"#;
+        assert_eq!(
+            error_message(xml.as_bytes()).as_deref(),
+            Some("E1: Bad & worse")
+        );
+        let e = scan(xml).unwrap_err();
+        assert!(e.to_string().contains("Bad & worse"), "{e}");
+        assert_eq!(error_message(b"nothing"), None);
+    }
 }

@@ -11,4 +11,5 @@ mod cli;
 mod config;
 mod e2e;
 mod outputs;
+mod sources;
 mod state;
