@@ -156,7 +156,10 @@ pub fn parse_datetime(s: &str) -> Option<(i64, u32)> {
             nanos = nanos * 10 + dgt;
         }
     }
-    Some((days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + se, nanos))
+    Some((
+        days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + se,
+        nanos,
+    ))
 }
 
 // ---------------------------------------------------------------- the flow
@@ -334,7 +337,10 @@ impl Flow {
             _ => format!("user{}@fabrikam.example", mh % 200),
         };
         let base = (mh >> 20) % 1000;
-        let recipient = format!("user{}@contoso.example", (base + u64::from(r.rcpt) * 37) % 1000);
+        let recipient = format!(
+            "user{}@contoso.example",
+            (base + u64::from(r.rcpt) * 37) % 1000
+        );
         let mut subject = if known {
             "Five recipients: all hands ✓ 😀".to_string()
         } else {
@@ -357,7 +363,12 @@ impl Flow {
             format!("40.107.{}.{}", (mh >> 8) % 256, (mh >> 16) % 254 + 1)
         };
         let to_ip = if status == "Delivered" && rh % 3 != 0 {
-            Some(format!("10.{}.{}.{}", rh % 256, (rh >> 8) % 256, (rh >> 16) % 254 + 1))
+            Some(format!(
+                "10.{}.{}.{}",
+                rh % 256,
+                (rh >> 8) % 256,
+                (rh >> 16) % 254 + 1
+            ))
         } else {
             None
         };

@@ -202,11 +202,7 @@ fn serve_conn(shared: &Arc<Shared>, tcp: TcpStream, config: Arc<ServerConfig>) {
     let mut tls = StreamOwned::new(conn, tcp);
     let mut buf: Vec<u8> = Vec::new();
     let mut served: u64 = 0;
-    loop {
-        let req = match read_request(shared, &mut tls, &mut buf) {
-            Ok(Some(r)) => r,
-            Ok(None) | Err(_) => break,
-        };
+    while let Ok(Some(req)) = read_request(shared, &mut tls, &mut buf) {
         let close_requested = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -246,7 +242,12 @@ fn read_request(
         match tls.read(&mut tmp) {
             Ok(0) => return Ok(None),
             Ok(n) => buf.extend_from_slice(tmp.get(..n).unwrap_or(&[])),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if shared.stop.load(Ordering::SeqCst)
                     || (buf.is_empty() && idle_since.elapsed() > IDLE_LIMIT)
                 {
@@ -280,7 +281,12 @@ fn read_request(
         match tls.read(&mut tmp) {
             Ok(0) => return Ok(None),
             Ok(n) => buf.extend_from_slice(tmp.get(..n).unwrap_or(&[])),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if shared.stop.load(Ordering::SeqCst) || started.elapsed() > IDLE_LIMIT {
                     return Ok(None);
                 }

@@ -77,7 +77,7 @@
 //! the middle of an entry and drops the TCP connection without TLS close_notify.
 //! `set_faults` switches them at runtime.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod data;
 mod http;
@@ -396,11 +396,7 @@ impl Emulator {
 
     /// Switch faults at runtime.
     pub fn set_faults(&self, faults: Faults) {
-        *self
-            .shared
-            .faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = faults;
+        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
     /// Every token issued so far answers 401 from now on.
@@ -443,12 +439,18 @@ impl Emulator {
             })
             .collect();
         out.sort_by(|a, b| {
-            (a.received_secs, a.received_nanos, &a.message_trace_id, &a.recipient).cmp(&(
-                b.received_secs,
-                b.received_nanos,
-                &b.message_trace_id,
-                &b.recipient,
-            ))
+            (
+                a.received_secs,
+                a.received_nanos,
+                &a.message_trace_id,
+                &a.recipient,
+            )
+                .cmp(&(
+                    b.received_secs,
+                    b.received_nanos,
+                    &b.message_trace_id,
+                    &b.recipient,
+                ))
         });
         out
     }

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::data::{
-    fmt_7, fmt_secs, fmt_z, graph_status, hash2, hash_str, json_str, parse_datetime,
-    pct_encode, unit, xml_text, b64url, Rec, DAY,
+    b64url, fmt_7, fmt_secs, fmt_z, graph_status, hash2, hash_str, json_str, parse_datetime,
+    pct_encode, unit, xml_text, Rec, DAY,
 };
 use super::http::{parse_query, Request, Response};
 use super::{now_secs, RequestEntry, Shared, TokenInfo, ROLE_GRAPH, ROLE_RWS};
@@ -90,12 +90,27 @@ fn aad_error(status: u16, error: &str, code: u32, text: &str) -> Response {
 
 fn token(sh: &Shared, req: &Request, tenant: &str, v2: bool) -> Response {
     if req.method != "POST" {
-        return aad_error(405, "invalid_request", 900_561, "The endpoint only accepts POST requests.");
+        return aad_error(
+            405,
+            "invalid_request",
+            900_561,
+            "The endpoint only accepts POST requests.",
+        );
     }
     let faults = sh.faults();
     if faults.rate_token_503 > 0.0 {
-        let key = format!("token {} {}", req.path, hash_str(&String::from_utf8_lossy(&req.body)));
-        if decide(sh, &key, [0.0, faults.rate_token_503, 0.0], faults.max_consecutive) != Fault::None {
+        let key = format!(
+            "token {} {}",
+            req.path,
+            hash_str(&String::from_utf8_lossy(&req.body))
+        );
+        if decide(
+            sh,
+            &key,
+            [0.0, faults.rate_token_503, 0.0],
+            faults.max_consecutive,
+        ) != Fault::None
+        {
             return Response::new(503, "text/html", "<h1>Service Unavailable</h1>\n");
         }
     }
@@ -404,7 +419,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     let Some(filter) = req.param("$filter") else {
         return (
             tenant,
-            odata_error(400, "", "Invalid query: $filter with StartDate and EndDate is required."),
+            odata_error(
+                400,
+                "",
+                "Invalid query: $filter with StartDate and EndDate is required.",
+            ),
         );
     };
     let (Some(start), Some(end)) = (
@@ -413,7 +432,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     ) else {
         return (
             tenant,
-            odata_error(400, "", "Invalid filter: expected StartDate eq datetime'…' and EndDate eq datetime'…'."),
+            odata_error(
+                400,
+                "",
+                "Invalid filter: expected StartDate eq datetime'…' and EndDate eq datetime'…'.",
+            ),
         );
     };
     let now = now_secs();
@@ -472,7 +495,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
 
     let h = host(sh, req);
     let base = format!("https://{h}/ecp/ReportingWebService/Reporting.svc/");
-    let ns = if sh.opts.namespaces_https { "https" } else { "http" };
+    let ns = if sh.opts.namespaces_https {
+        "https"
+    } else {
+        "http"
+    };
     let updated = fmt_z(now);
     let (se, ee) = (fmt_echo(start), fmt_echo(end));
     let mut x = String::with_capacity(page.len() * (1500 + sh.opts.subject_pad) + 1024);
@@ -508,7 +535,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         xml_text(&f.recipient, v, &mut x);
         x.push_str("</d:RecipientAddress>\r\n        <d:Subject>");
         xml_text(&f.subject, v, &mut x);
-        let _ = write!(x, "</d:Subject>\r\n        <d:Status>{}</d:Status>\r\n", f.status);
+        let _ = write!(
+            x,
+            "</d:Subject>\r\n        <d:Status>{}</d:Status>\r\n",
+            f.status
+        );
         match &f.to_ip {
             Some(ip) => {
                 let _ = write!(x, "        <d:ToIP>{ip}</d:ToIP>\r\n");
@@ -592,7 +623,10 @@ fn graph_bounds(filter: &str) -> Option<(i64, i64)> {
 
 fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     if req.method != "GET" {
-        return (String::new(), graph_error(405, "BadRequest", "Method not allowed."));
+        return (
+            String::new(),
+            graph_error(405, "BadRequest", "Method not allowed."),
+        );
     }
     let Some((ti, roles, _)) = bearer(sh, req).filter(|b| b.2) else {
         return (
@@ -640,7 +674,10 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         let limit = sh.opts.graph_limit_per_5min;
         let mut st = sh.lock();
         let q = st.graph_times.entry(ti).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= GRAPH_WINDOW) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= GRAPH_WINDOW)
+        {
             q.pop_front();
         }
         q.push_back(now);
@@ -664,23 +701,51 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     }
     let faults = sh.faults();
     let Some(filter) = req.param("$filter") else {
-        return (tenant, graph_error(400, "BadRequest", "A $filter on receivedDateTime is required."));
+        return (
+            tenant,
+            graph_error(
+                400,
+                "BadRequest",
+                "A $filter on receivedDateTime is required.",
+            ),
+        );
     };
     let Some((lo, hi)) = graph_bounds(filter) else {
         return (
             tenant,
-            graph_error(400, "BadRequest", "Invalid filter clause: expected receivedDateTime ge … and receivedDateTime le …."),
+            graph_error(
+                400,
+                "BadRequest",
+                "Invalid filter clause: expected receivedDateTime ge … and receivedDateTime le ….",
+            ),
         );
     };
     let now = now_secs();
     if hi - lo > GRAPH_MAX_WINDOW {
-        return (tenant, graph_error(400, "BadRequest", "The query window can't be longer than 10 days."));
+        return (
+            tenant,
+            graph_error(
+                400,
+                "BadRequest",
+                "The query window can't be longer than 10 days.",
+            ),
+        );
     }
     if lo < now - GRAPH_MAX_AGE {
-        return (tenant, graph_error(400, "BadRequest", "The start date can't be older than 90 days."));
+        return (
+            tenant,
+            graph_error(
+                400,
+                "BadRequest",
+                "The start date can't be older than 90 days.",
+            ),
+        );
     }
     if hi > now {
-        return (tenant, graph_error(400, "BadRequest", "The end date can't be in the future."));
+        return (
+            tenant,
+            graph_error(400, "BadRequest", "The end date can't be in the future."),
+        );
     }
     let top = match req.param("$top") {
         None => sh.opts.graph_default_top,
@@ -689,7 +754,11 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             _ => {
                 return (
                     tenant,
-                    graph_error(400, "BadRequest", "Invalid $top: the page size must be between 1 and 5000."),
+                    graph_error(
+                        400,
+                        "BadRequest",
+                        "Invalid $top: the page size must be between 1 and 5000.",
+                    ),
                 )
             }
         },
@@ -701,7 +770,12 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             .and_then(|h| usize::from_str_radix(h, 16).ok())
         {
             Some(v) => v,
-            None => return (tenant, graph_error(400, "BadRequest", "Invalid $skiptoken.")),
+            None => {
+                return (
+                    tenant,
+                    graph_error(400, "BadRequest", "Invalid $skiptoken."),
+                )
+            }
         },
     };
     let fault = decide(
@@ -721,7 +795,11 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         Fault::Unavailable => {
             return (
                 tenant,
-                graph_error(503, "ServiceUnavailable", "The service is temporarily unavailable."),
+                graph_error(
+                    503,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable.",
+                ),
             )
         }
         _ => {}
@@ -768,7 +846,11 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             Some(m) => json_str(m, v, &mut j),
             None => j.push_str("null"),
         }
-        let _ = write!(j, ",\"receivedDateTime\":\"{}\",\"senderAddress\":", f.received_graph);
+        let _ = write!(
+            j,
+            ",\"receivedDateTime\":\"{}\",\"senderAddress\":",
+            f.received_graph
+        );
         json_str(&f.sender, v, &mut j);
         j.push_str(",\"recipientAddress\":");
         json_str(&f.recipient, v, &mut j);

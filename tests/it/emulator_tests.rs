@@ -38,7 +38,11 @@ fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Res<Answe
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = r.body_mut().with_config().limit(64 << 20).read_to_string()?;
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()?;
     Ok(Answer {
         status,
         headers,
@@ -55,9 +59,15 @@ fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
 
 fn token(emu: &Emulator, ag: &ureq::Agent, t: &TenantSpec, v2: bool) -> Res<Answer> {
     let (path, extra) = if v2 {
-        ("oauth2/v2.0/token", ("scope", "https://graph.microsoft.com/.default"))
+        (
+            "oauth2/v2.0/token",
+            ("scope", "https://graph.microsoft.com/.default"),
+        )
     } else {
-        ("oauth2/token", ("resource", "https://outlook.office365.com"))
+        (
+            "oauth2/token",
+            ("resource", "https://outlook.office365.com"),
+        )
     };
     answer(
         ag.post(format!("{}/{}/{path}", emu.base_url(), t.tenant_id))
@@ -80,7 +90,9 @@ fn access_token(a: &Answer) -> String {
 
 /// Every substring between `open` and the next `close`.
 fn between<'a>(s: &'a str, open: &'a str, close: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    s.split(open).skip(1).filter_map(move |p| p.split(close).next())
+    s.split(open)
+        .skip(1)
+        .filter_map(move |p| p.split(close).next())
 }
 
 fn enc(s: &str) -> String {
@@ -183,7 +195,9 @@ fn json_decode(s: &str) -> String {
                     pending = Some(u);
                 } else if (0xDC00..0xE000).contains(&u) {
                     let hi = pending.take().expect("high surrogate");
-                    out.push(char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (u - 0xDC00)).unwrap());
+                    out.push(
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (u - 0xDC00)).unwrap(),
+                    );
                 } else {
                     out.push(char::from_u32(u).unwrap());
                 }
@@ -235,17 +249,34 @@ fn atom_element(entry: &str, name: &str) -> Option<String> {
 }
 
 /// Page through an RWS query; returns records, the pages' next hrefs, and the Index values.
-fn rws_all(emu: &Emulator, ag: &ureq::Agent, tok: &str, url: &str) -> Res<(Vec<Got>, Vec<String>, Vec<u64>)> {
+fn rws_all(
+    emu: &Emulator,
+    ag: &ureq::Agent,
+    tok: &str,
+    url: &str,
+) -> Res<(Vec<Got>, Vec<String>, Vec<u64>)> {
     let mut url = url.to_string();
     let mut got = Vec::new();
     let mut hrefs = Vec::new();
     let mut idx = Vec::new();
     for _ in 0..1000 {
-        let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+        let a = answer(
+            ag.get(&url)
+                .header("Authorization", format!("Bearer {tok}"))
+                .call(),
+        )?;
         assert_eq!(a.status, 200, "{}", a.body);
-        assert!(a.body.contains("xmlns:d=\"http://schemas.microsoft.com/ado/2007/08/dataservices\""));
-        let base = between(&a.body, "xml:base=\"", "\"").next().unwrap().to_string();
-        assert_eq!(base, format!("{}/ecp/ReportingWebService/Reporting.svc/", emu.base_url()));
+        assert!(a
+            .body
+            .contains("xmlns:d=\"http://schemas.microsoft.com/ado/2007/08/dataservices\""));
+        let base = between(&a.body, "xml:base=\"", "\"")
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            base,
+            format!("{}/ecp/ReportingWebService/Reporting.svc/", emu.base_url())
+        );
         for entry in between(&a.body, "<entry>", "</entry>") {
             got.push(Got {
                 trace: atom_element(entry, "MessageTraceId").unwrap(),
@@ -257,12 +288,18 @@ fn rws_all(emu: &Emulator, ag: &ureq::Agent, tok: &str, url: &str) -> Res<(Vec<G
             });
             idx.push(atom_element(entry, "Index").unwrap().parse()?);
         }
-        let next = between(&a.body, "<link rel=\"next\" href=\"", "\"").next().map(str::to_string);
+        let next = between(&a.body, "<link rel=\"next\" href=\"", "\"")
+            .next()
+            .map(str::to_string);
         match next {
             Some(h) => {
                 let h = xml_decode(&h);
                 hrefs.push(h.clone());
-                url = if h.starts_with("https://") { h } else { format!("{base}{h}") };
+                url = if h.starts_with("https://") {
+                    h
+                } else {
+                    format!("{base}{h}")
+                };
             }
             None => return Ok((got, hrefs, idx)),
         }
@@ -289,19 +326,27 @@ fn token_endpoints_answer_like_entra() -> Res<()> {
     let a = token(&emu, &ag, &t, false)?;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("\"expires_in\":\"20\""), "{}", a.body);
-    assert!(a.body.contains("\"resource\":\"https://outlook.office365.com\""));
+    assert!(a
+        .body
+        .contains("\"resource\":\"https://outlook.office365.com\""));
     let tok = access_token(&a);
     let parts: Vec<&str> = tok.split('.').collect();
     assert_eq!(parts.len(), 3);
     let payload = b64_decode(parts[1]);
-    assert!(payload.contains("\"roles\":[\"ReportingWebService.Read.All\",\"ExchangeMessageTrace.Read.All\"]"), "{payload}");
+    assert!(
+        payload.contains(
+            "\"roles\":[\"ReportingWebService.Read.All\",\"ExchangeMessageTrace.Read.All\"]"
+        ),
+        "{payload}"
+    );
     assert!(payload.contains("\"tid\":\"t1\""));
     assert!(payload.contains("\"exp\":"));
 
     let a = token(&emu, &ag, &t, true)?;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("\"expires_in\":20,"), "{}", a.body);
-    assert!(b64_decode(access_token(&a).split('.').nth(1).unwrap()).contains("\"aud\":\"https://graph.microsoft.com\""));
+    assert!(b64_decode(access_token(&a).split('.').nth(1).unwrap())
+        .contains("\"aud\":\"https://graph.microsoft.com\""));
 
     let bad = t.clone().with_secret("wrong-secret-value");
     let a = token(&emu, &ag, &bad, false)?;
@@ -349,23 +394,41 @@ fn data_requests_need_a_valid_token() -> Res<()> {
     let url = rws_url(&emu, now - 7200, now - 3600);
     let a = answer(ag.get(&url).call())?;
     assert_eq!(a.status, 401);
-    assert!(header(&a, "www-authenticate").unwrap().starts_with("Bearer"));
+    assert!(header(&a, "www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
 
     let tok = access_token(&token(&emu, &ag, &t, false)?);
-    let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(&url)
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 200);
     // A RWS token is not a Graph token.
     let g = graph_url(&emu, now - 7200, now - 3600, 10);
-    let a = answer(ag.get(&g).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(&g)
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 401);
     assert!(a.body.contains("InvalidAuthenticationToken"));
     std::thread::sleep(Duration::from_millis(1100));
-    let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(&url)
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 401, "expired token must be refused");
 
     let tok = access_token(&token(&emu, &ag, &t, false)?);
     emu.revoke_tokens();
-    let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(&url)
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 401, "revoked token must be refused");
     Ok(())
 }
@@ -404,7 +467,9 @@ fn rws_paging_covers_exactly_expected() -> Res<()> {
     assert_eq!(served.len(), want.len());
     assert!(served.iter().all(|(t, _, _)| t == "t2"));
     // Text decodes to what `expected` says, over many escaping variants.
-    assert!(want.iter().any(|w| w.subject.contains('😀') || w.subject.contains('é')));
+    assert!(want
+        .iter()
+        .any(|w| w.subject.contains('😀') || w.subject.contains('é')));
     assert!(want.iter().any(|w| w.message_id.is_none()) || want.len() < 150);
     Ok(())
 }
@@ -428,8 +493,12 @@ fn rws_window_is_start_inclusive_end_exclusive() -> Res<()> {
     let (after, _, _) = rws_all(&emu, &ag, &tok, &rws_url(&emu, s, s + 900))?;
     let (before, _, _) = rws_all(&emu, &ag, &tok, &rws_url(&emu, s - 900, s))?;
     let key = (edge.message_trace_id.clone(), edge.recipient.clone());
-    assert!(after.iter().any(|g| (g.trace.clone(), g.recipient.clone()) == key));
-    assert!(!before.iter().any(|g| (g.trace.clone(), g.recipient.clone()) == key));
+    assert!(after
+        .iter()
+        .any(|g| (g.trace.clone(), g.recipient.clone()) == key));
+    assert!(!before
+        .iter()
+        .any(|g| (g.trace.clone(), g.recipient.clone()) == key));
     Ok(())
 }
 
@@ -448,7 +517,9 @@ fn known_message_has_five_recipients() {
         .filter(|e| e.message_trace_id == k.message_trace_id)
         .collect();
     assert_eq!(same.len(), 5);
-    assert!(same.iter().all(|e| e.message_id == same[0].message_id && e.received == same[0].received));
+    assert!(same
+        .iter()
+        .all(|e| e.message_id == same[0].message_id && e.received == same[0].received));
 }
 
 #[test]
@@ -465,14 +536,20 @@ fn data_are_stable_and_arrive_late() {
     let x = a.expected("t1", s, e, origin + 3600);
     assert_eq!(x, a.expected("t1", s, e, origin + 3600));
     assert_eq!(x, b.expected("t1", s, e, origin + 3600));
-    assert_eq!(x.len(), 48 * 60 + 5, "records_per_hour per hour plus the known message");
+    assert_eq!(
+        x.len(),
+        48 * 60 + 5,
+        "records_per_hour per hour plus the known message"
+    );
     // Some records of the last half hour are not visible yet at the origin.
     let late = a.expected("t1", origin - 1800, origin, origin).len();
     let all = a.expected("t1", origin - 1800, origin, origin + 1800).len();
     assert!(late < all, "{late} {all}");
     assert!(x.iter().any(|r| r.visible_at == r.received_secs));
     // No data before data_days.
-    assert!(a.expected("t1", origin - 13 * 86_400, origin - 12 * 86_400 - 1, origin).is_empty());
+    assert!(a
+        .expected("t1", origin - 13 * 86_400, origin - 12 * 86_400 - 1, origin)
+        .is_empty());
 }
 
 #[test]
@@ -483,22 +560,39 @@ fn rws_errors() -> Res<()> {
     let tok = access_token(&token(&emu, &ag, &t, false)?);
     let auth = format!("Bearer {tok}");
     let now = now_secs();
-    let a = answer(ag.get(rws_url(&emu, now - 11 * 86_400, now - 10 * 86_400)).header("Authorization", &auth).call())?;
-    assert_eq!(a.status, 400);
-    assert!(a.body.contains("<message xml:lang=\"en-US\">"), "{}", a.body);
     let a = answer(
-        ag.get(format!("{}/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=bogus", emu.base_url()))
+        ag.get(rws_url(&emu, now - 11 * 86_400, now - 10 * 86_400))
             .header("Authorization", &auth)
             .call(),
+    )?;
+    assert_eq!(a.status, 400);
+    assert!(
+        a.body.contains("<message xml:lang=\"en-US\">"),
+        "{}",
+        a.body
+    );
+    let a = answer(
+        ag.get(format!(
+            "{}/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=bogus",
+            emu.base_url()
+        ))
+        .header("Authorization", &auth)
+        .call(),
     )?;
     assert_eq!(a.status, 400);
     emu.set_faults(Faults {
         rws_unavailable: true,
         ..Default::default()
     });
-    let a = answer(ag.get(rws_url(&emu, now - 7200, now - 3600)).header("Authorization", &auth).call())?;
+    let a = answer(
+        ag.get(rws_url(&emu, now - 7200, now - 3600))
+            .header("Authorization", &auth)
+            .call(),
+    )?;
     assert_eq!(a.status, 400);
-    assert!(a.body.contains("Message trace is not available for this tenant via Reporting Web Service"));
+    assert!(a
+        .body
+        .contains("Message trace is not available for this tenant via Reporting Web Service"));
     Ok(())
 }
 
@@ -507,7 +601,11 @@ fn graph_all(ag: &ureq::Agent, tok: &str, url: &str) -> Res<(Vec<Got>, usize)> {
     let mut got = Vec::new();
     let mut pages = 0;
     loop {
-        let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+        let a = answer(
+            ag.get(&url)
+                .header("Authorization", format!("Bearer {tok}"))
+                .call(),
+        )?;
         assert_eq!(a.status, 200, "{}", a.body);
         pages += 1;
         let b = &a.body;
@@ -537,7 +635,9 @@ fn graph_all(ag: &ureq::Agent, tok: &str, url: &str) -> Res<(Vec<Got>, usize)> {
                 message_id: s("messageId"),
             });
         }
-        let next = between(b, "\"@odata.nextLink\":\"", "\"").next().map(str::to_string);
+        let next = between(b, "\"@odata.nextLink\":\"", "\"")
+            .next()
+            .map(str::to_string);
         match next {
             Some(n) => url = n,
             None => return Ok((got, pages)),
@@ -577,8 +677,13 @@ fn graph_paging_with_inclusive_bounds() -> Res<()> {
     got_sorted.sort();
     assert_eq!(got_sorted, want);
     assert_eq!(pages, got.len().div_ceil(9).max(1));
-    assert!(got.iter().any(|g| g.received == format!("{}Z", fmt(e))), "end bound is inclusive");
-    assert!(want.iter().any(|w| w.status.starts_with(|c: char| c.is_lowercase())));
+    assert!(
+        got.iter().any(|g| g.received == format!("{}Z", fmt(e))),
+        "end bound is inclusive"
+    );
+    assert!(want
+        .iter()
+        .any(|w| w.status.starts_with(|c: char| c.is_lowercase())));
     Ok(())
 }
 
@@ -601,20 +706,38 @@ fn graph_errors() -> Res<()> {
         (now - 91 * 86_400, now - 90 * 86_400 + 60),
         (now - 3600, now + 3600),
     ] {
-        let a = answer(ag.get(graph_url(&emu, s, e, 100)).header("Authorization", &auth).call())?;
+        let a = answer(
+            ag.get(graph_url(&emu, s, e, 100))
+                .header("Authorization", &auth)
+                .call(),
+        )?;
         assert_eq!(a.status, 400, "{s} {e}: {}", a.body);
         assert!(a.body.contains("\"code\":\"BadRequest\""));
     }
-    let a = answer(ag.get(graph_url(&emu, now - 7200, now - 3600, 5001)).header("Authorization", &auth).call())?;
+    let a = answer(
+        ag.get(graph_url(&emu, now - 7200, now - 3600, 5001))
+            .header("Authorization", &auth)
+            .call(),
+    )?;
     assert_eq!(a.status, 400);
 
     let tok = access_token(&token(&emu, &ag, &no_sp, true)?);
-    let a = answer(ag.get(graph_url(&emu, now - 7200, now - 3600, 100)).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(graph_url(&emu, now - 7200, now - 3600, 100))
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 401);
-    assert!(a.body.contains("Service principal-less authentication failed"));
+    assert!(a
+        .body
+        .contains("Service principal-less authentication failed"));
 
     let tok = access_token(&token(&emu, &ag, &no_role, true)?);
-    let a = answer(ag.get(graph_url(&emu, now - 7200, now - 3600, 100)).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(graph_url(&emu, now - 7200, now - 3600, 100))
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 403);
     Ok(())
 }
@@ -632,7 +755,11 @@ fn graph_budget_is_enforced_and_measured() -> Res<()> {
     let url = graph_url(&emu, now - 7200, now - 3600, 100);
     let mut statuses = Vec::new();
     for _ in 0..7 {
-        let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+        let a = answer(
+            ag.get(&url)
+                .header("Authorization", format!("Bearer {tok}"))
+                .call(),
+        )?;
         if a.status == 429 {
             let ra: u64 = header(&a, "retry-after").unwrap().parse()?;
             assert!((1..=301).contains(&ra));
@@ -642,7 +769,11 @@ fn graph_budget_is_enforced_and_measured() -> Res<()> {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
     // Another tenant has its own budget.
     let tok2 = access_token(&token(&emu, &ag, &emu.options().tenants[1], true)?);
-    let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok2}")).call())?;
+    let a = answer(
+        ag.get(&url)
+            .header("Authorization", format!("Bearer {tok2}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 200);
     assert_eq!(emu.graph_requests_in_any_5min(), 7);
     Ok(())
@@ -652,7 +783,11 @@ fn graph_budget_is_enforced_and_measured() -> Res<()> {
 fn statuses(emu: &Emulator, ag: &ureq::Agent, url: &str, tok: &str, n: usize) -> Vec<u16> {
     (0..n)
         .map(|_| {
-            match answer(ag.get(url).header("Authorization", format!("Bearer {tok}")).call()) {
+            match answer(
+                ag.get(url)
+                    .header("Authorization", format!("Bearer {tok}"))
+                    .call(),
+            ) {
                 Ok(a) => {
                     if a.status == 429 {
                         assert_eq!(header(&a, "retry-after"), Some("1"));
@@ -693,7 +828,10 @@ fn faults_occur_are_bounded_and_deterministic() -> Res<()> {
         for w in s.windows(3) {
             assert!(w.contains(&200), "{s:?}");
         }
-        assert!(s.contains(&429) && s.contains(&503) && s.contains(&0), "{s:?}");
+        assert!(
+            s.contains(&429) && s.contains(&503) && s.contains(&0),
+            "{s:?}"
+        );
         // Faults switch off at runtime.
         emu.set_faults(Faults::default());
         assert_eq!(statuses(&emu, &ag, &url, &tok, 3), [200, 200, 200]);
@@ -717,10 +855,18 @@ fn cut_bodies_are_cut_mid_entry() -> Res<()> {
     let tok = access_token(&token(&emu, &ag, &emu.options().tenants[0], false)?);
     let now = now_secs();
     let url = rws_url(&emu, now - 7200, now - 3600);
-    let r = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call());
+    let r = answer(
+        ag.get(&url)
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    );
     assert!(r.is_err(), "a cut body must be a read error");
     assert!(emu.served_log().is_empty());
-    let a = answer(ag.get(&url).header("Authorization", format!("Bearer {tok}")).call())?;
+    let a = answer(
+        ag.get(&url)
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
     assert_eq!(a.status, 200);
     assert!(!emu.served_log().is_empty());
     Ok(())
@@ -741,8 +887,14 @@ fn write_ca_and_https_namespaces() -> Res<()> {
     let ag = agent(&emu);
     let tok = access_token(&token(&emu, &ag, &emu.options().tenants[0], false)?);
     let now = now_secs();
-    let a = answer(ag.get(rws_url(&emu, now - 7200, now - 3600)).header("Authorization", format!("Bearer {tok}")).call())?;
-    assert!(a.body.contains("xmlns:d=\"https://schemas.microsoft.com/ado/2007/08/dataservices\""));
+    let a = answer(
+        ag.get(rws_url(&emu, now - 7200, now - 3600))
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
+    assert!(a
+        .body
+        .contains("xmlns:d=\"https://schemas.microsoft.com/ado/2007/08/dataservices\""));
     emu.stop();
     Ok(())
 }
