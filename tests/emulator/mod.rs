@@ -16,7 +16,7 @@
 //! emu.expected(tenant, start, end, now)       // RWS view: Received in [start, end), visible at `now`
 //! emu.expected_graph(tenant, start, end, now) // Graph view: whole-second Received in [start, end]
 //! emu.known_message(tenant)           // the message with exactly five recipients
-//! emu.served_log() / emu.request_log() / emu.graph_requests_in_any_5min()
+//! emu.served_log() / emu.request_log() / emu.graph_requests_in_any_5min() / _for(tenant)
 //! emu.set_faults(Faults { rate_429: 0.2, ..Default::default() })
 //! emu.revoke_tokens()                 // every token issued so far now answers 401
 //! emu.stop()                          // also on drop
@@ -75,7 +75,11 @@
 //! `max_consecutive` (default 2) times in a row: a collector with ≥ 2 retries always
 //! gets through. A cut response announces the full Content-Length, sends the body up to
 //! the middle of an entry and drops the TCP connection without TLS close_notify.
-//! `set_faults` switches them at runtime.
+//! `rate_token_503` does the same for token requests (503). `set_faults` switches them
+//! at runtime. Other fault-like behaviours are options: `token_lifetime_secs` (short-lived
+//! tokens), `revoke_tokens()` (401 on the next data request), a tenant's
+//! `service_principal_missing`, `roles` without the needed permission (403), and the
+//! 10-day RWS / 90-day Graph limits, which are always on.
 
 #![allow(dead_code, unused_imports)]
 
@@ -253,6 +257,24 @@ pub struct ExpectedRecord {
     pub message_trace_id: String,
     /// Epoch secs from which the record is visible.
     pub visible_at: i64,
+}
+
+impl ExpectedRecord {
+    /// Identity: (MessageTraceId, RecipientAddress).
+    pub fn key(&self) -> (String, String) {
+        (self.message_trace_id.clone(), self.recipient.clone())
+    }
+
+    /// `received` as RFC 3339 UTC: the served text with `Z` appended
+    /// (`2026-11-24T10:00:00.1234567Z`, or `…:00Z` when served without a fraction).
+    pub fn received_rfc3339(&self) -> String {
+        format!("{}Z", self.received)
+    }
+
+    /// Graph's status (`filteredAsSpam`).
+    pub fn graph_status(&self) -> String {
+        graph_status(&self.status)
+    }
 }
 
 /// The known five-recipient message of a tenant.
@@ -512,11 +534,24 @@ impl Emulator {
         self.shared.lock().requests.clone()
     }
 
-    /// Most Graph data requests of one tenant that fell in any sliding 5 minutes.
+    /// Most Graph data requests of one tenant that fell in any sliding 5 minutes
+    /// (maximum over tenants).
     pub fn graph_requests_in_any_5min(&self) -> usize {
+        self.graph_max_5min(None)
+    }
+
+    /// Most Graph data requests of `tenant_id` in any sliding 5 minutes.
+    pub fn graph_requests_in_any_5min_for(&self, tenant_id: &str) -> usize {
+        self.graph_max_5min(Some(tenant_id))
+    }
+
+    fn graph_max_5min(&self, only: Option<&str>) -> usize {
         let log = self.request_log();
         let mut by_tenant: HashMap<&str, Vec<Instant>> = HashMap::new();
-        for e in log.iter().filter(|e| e.api == "graph") {
+        for e in log
+            .iter()
+            .filter(|e| e.api == "graph" && only.is_none_or(|t| t == e.tenant))
+        {
             by_tenant.entry(e.tenant.as_str()).or_default().push(e.at);
         }
         let window = Duration::from_secs(300);

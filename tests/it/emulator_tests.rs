@@ -776,6 +776,7 @@ fn graph_budget_is_enforced_and_measured() -> Res<()> {
     )?;
     assert_eq!(a.status, 200);
     assert_eq!(emu.graph_requests_in_any_5min(), 7);
+    assert_eq!(emu.graph_requests_in_any_5min_for("t2"), 1);
     Ok(())
 }
 
