@@ -246,6 +246,12 @@ impl Flow {
                 ),
             };
             let mh = hash2(self.tenant_seed, msg);
+            // One message in five has microsecond precision (served with 6 digits).
+            let nanos = if mh % 5 == 0 {
+                nanos / 1000 * 1000
+            } else {
+                nanos
+            };
             for rcpt in 0..k as u8 {
                 let lh = hash2(mh, u64::from(rcpt) + 1000);
                 let lateness = if lh % 10 < 3 {
@@ -373,9 +379,11 @@ impl Flow {
             None
         };
         // Whole-second records are served as `.0000000` or without a fraction (both
-        // occur in .NET output), everything else with 7 fractional digits.
+        // occur in .NET output), microsecond ones with 6 digits, the rest with 7.
         let received_rws = if r.nanos == 0 && mh % 2 == 0 {
             fmt_secs(r.secs)
+        } else if r.nanos != 0 && mh % 5 == 0 {
+            format!("{}.{:06}", fmt_secs(r.secs), r.nanos / 1000)
         } else {
             fmt_7(r.secs, r.nanos)
         };

@@ -240,7 +240,8 @@ pub struct ExpectedRecord {
     pub organization: String,
     /// `None` for `m:null="true"` / JSON null.
     pub message_id: Option<String>,
-    /// RWS `Received` exactly as served (no zone; 7 digits, or none for some whole seconds).
+    /// RWS `Received` exactly as served (no zone; 7 fractional digits, 6 for one message
+    /// in five, none for some whole seconds).
     pub received: String,
     /// Graph `receivedDateTime` as served (`…Z`, whole seconds).
     pub received_graph: String,

@@ -454,8 +454,19 @@ fn rws_paging_covers_exactly_expected() -> Res<()> {
     want.sort();
     got_sorted.sort();
     assert_eq!(got_sorted, want);
+    // 7 fractional digits mostly, 6 for some.
+    assert!(got.iter().any(|g| g.received.len() == 27));
+    assert!(got.iter().any(|g| g.received.len() == 26));
     // Newest first, Index is the position, links alternate absolute / relative.
-    let recv: Vec<&str> = got.iter().map(|g| g.received.as_str()).collect();
+    let norm = |r: &str| {
+        let r = if r.len() == 19 {
+            format!("{r}.")
+        } else {
+            r.to_string()
+        };
+        format!("{r:0<27}")
+    };
+    let recv: Vec<String> = got.iter().map(|g| norm(&g.received)).collect();
     assert!(recv.windows(2).all(|w| w[0] >= w[1]));
     assert_eq!(idx, (0..got.len() as u64).collect::<Vec<_>>());
     assert_eq!(hrefs.len(), got.len().div_ceil(7) - 1);
