@@ -14,6 +14,7 @@
 //! `--token-lifetime SECS`, `--namespaces-https`, `--rate-429 F`, `--rate-503 F`,
 //! `--rate-cut F`, `--rate-token-503 F`, `--max-consecutive N`, `--rws-unavailable`,
 //! `--sp-missing ID,…`, `--roles ROLE,…` (for every tenant), `--log-served`,
+//! `--settle-secs SECS`, `--graph-extra-field`,
 //! `--exit-after SECS`. Must not: run unbounded or bind anything but 127.0.0.1.
 
 #[path = "../tests/emulator/mod.rs"]
@@ -101,6 +102,8 @@ fn main() -> ExitCode {
             "--max-consecutive" => o.faults.max_consecutive = num!("--max-consecutive"),
             "--rws-unavailable" => o.faults.rws_unavailable = true,
             "--log-served" => o.log_served = true,
+            "--settle-secs" => o.settle_secs = Some(num!("--settle-secs")),
+            "--graph-extra-field" => o.graph_extra_field = true,
             "--sp-missing" => match val("--sp-missing") {
                 Ok(v) => sp_missing = v.split(',').map(str::to_string).collect(),
                 Err(e) => return usage(&e),

@@ -199,6 +199,9 @@ pub struct Flow {
     pub known_at: (i64, u32),
     pub subject_pad: usize,
     pub org: String,
+    /// When set, `Pending`/`GettingStatus` records turn `Delivered` this many seconds
+    /// after they become visible (Microsoft's settling time, shortened).
+    pub settle_secs: Option<u32>,
 }
 
 impl Flow {
@@ -220,6 +223,7 @@ impl Flow {
             known_at: (origin_hour - 2 * HOUR + 10 * 60 + 30, 500_000_000),
             subject_pad,
             org: format!("contoso{:03}.onmicrosoft.com", tenant_seed % 1000),
+            settle_secs: None,
         }
     }
 
@@ -312,8 +316,8 @@ impl Flow {
         msg == KNOWN_MSG
     }
 
-    /// Render one record's fields.
-    pub fn render(&self, r: &Rec) -> Fields {
+    /// Render one record's fields as seen at `now` (status may settle).
+    pub fn render(&self, r: &Rec, now: i64) -> Fields {
         let mh = hash2(self.tenant_seed, r.msg);
         let rh = hash2(mh, u64::from(r.rcpt));
         let known = Self::is_known(r.msg);
@@ -363,6 +367,12 @@ impl Flow {
                 .find(|(_, w)| (rh >> 7) % 100 < *w)
                 .map_or("Delivered", |(s, _)| s)
         };
+        let status = match (status, self.settle_secs) {
+            ("Pending" | "GettingStatus", Some(d)) if now >= r.visible_at() + i64::from(d) => {
+                "Delivered"
+            }
+            (s, _) => s,
+        };
         let from_ip = if mh % 4 == 0 {
             format!("2a01:111:f400:7e{:02x}::{:x}", mh % 256, (mh >> 8) % 4096)
         } else {
@@ -401,6 +411,7 @@ impl Flow {
             size: 900 + (mh % 5_000_000) as u32,
             trace_id,
             variant: (rh % 3) as u8,
+            direction: if mh % 3 == 0 { "outbound" } else { "inbound" },
         }
     }
 }
@@ -464,6 +475,8 @@ pub struct Fields {
     pub trace_id: String,
     /// Which equivalent escaping variant the wire text uses (0..3).
     pub variant: u8,
+    /// Graph's optional extra field.
+    pub direction: &'static str,
 }
 
 /// Graph's status: the RWS status with its first letter lower-cased.

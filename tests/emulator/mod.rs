@@ -63,7 +63,11 @@
 //! Each hour has one message exactly on a 15-minute edge and one on a whole minute (zero
 //! fraction), plus the known five-recipient message 2 h before the origin's hour
 //! (`known_message`). A record is visible only from Received + lateness (0–30 min, 30% 0).
-//! Data are generated lazily per hour bucket and are identical on every query. Paging is
+//! Data are generated lazily per hour bucket and are identical on every query.
+//! Options: `settle_secs` makes `Pending`/`GettingStatus` records turn `Delivered` that
+//! long after they become visible (a status changing during the settling time);
+//! `graph_extra_field` adds a `"direction"` field unknown to the collector to every Graph
+//! record (fields Graph adds later must be kept). Paging is
 //! consistent: pages after the first use the visibility instant of the first page of the
 //! same query, so late arrivals never shift offsets mid-paging.
 //!
@@ -191,6 +195,12 @@ pub struct EmuOptions {
     pub origin: Option<i64>,
     /// Keep `served_log` (turn off for long benchmarks).
     pub log_served: bool,
+    /// `Pending`/`GettingStatus` records turn `Delivered` this long after they become
+    /// visible; `None` (default) keeps every status fixed.
+    pub settle_secs: Option<u32>,
+    /// Graph records carry one field the collector does not know, `"direction"`
+    /// (`"inbound"`/`"outbound"`, see `ExpectedRecord::direction`), after `toIP`.
+    pub graph_extra_field: bool,
     pub faults: Faults,
 }
 
@@ -211,6 +221,8 @@ impl Default for EmuOptions {
             seed: 1,
             origin: None,
             log_served: true,
+            settle_secs: None,
+            graph_extra_field: false,
             faults: Faults::default(),
         }
     }
@@ -258,6 +270,8 @@ pub struct ExpectedRecord {
     pub message_trace_id: String,
     /// Epoch secs from which the record is visible.
     pub visible_at: i64,
+    /// Graph's extra `direction` field (served only with `graph_extra_field`).
+    pub direction: String,
 }
 
 impl ExpectedRecord {
@@ -361,14 +375,16 @@ impl Emulator {
             .tenants
             .iter()
             .map(|t| {
-                Flow::new(
+                let mut f = Flow::new(
                     &t.tenant_id,
                     opts.seed,
                     origin,
                     opts.data_days,
                     opts.records_per_hour,
                     opts.subject_pad,
-                )
+                );
+                f.settle_secs = opts.settle_secs;
+                f
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -433,14 +449,14 @@ impl Emulator {
         self.shared.flows.get(i)
     }
 
-    fn expect(&self, tenant_id: &str, recs: Vec<Rec>) -> Vec<ExpectedRecord> {
+    fn expect(&self, tenant_id: &str, recs: Vec<Rec>, now: i64) -> Vec<ExpectedRecord> {
         let Some(flow) = self.flow(tenant_id) else {
             return Vec::new();
         };
         let mut out: Vec<ExpectedRecord> = recs
             .iter()
             .map(|r| {
-                let f = flow.render(r);
+                let f = flow.render(r, now);
                 ExpectedRecord {
                     tenant: tenant_id.to_string(),
                     organization: f.organization,
@@ -458,6 +474,7 @@ impl Emulator {
                     size: f.size,
                     message_trace_id: f.trace_id,
                     visible_at: r.visible_at(),
+                    direction: f.direction.to_string(),
                 }
             })
             .collect();
@@ -485,7 +502,7 @@ impl Emulator {
             .flow(tenant_id)
             .map(|f| f.records(start, end, now))
             .unwrap_or_default();
-        self.expect(tenant_id, recs)
+        self.expect(tenant_id, recs, now)
     }
 
     /// Every record with whole-second Received in [start, end] visible at `now` (the
@@ -501,7 +518,7 @@ impl Emulator {
             .flow(tenant_id)
             .map(|f| f.records(start, end.saturating_add(1), now))
             .unwrap_or_default();
-        self.expect(tenant_id, recs)
+        self.expect(tenant_id, recs, now)
     }
 
     /// The message with exactly five recipients (2 h before the origin's hour).
@@ -517,7 +534,7 @@ impl Emulator {
                 lateness: 0,
             })
             .collect();
-        let fields: Vec<_> = recs.iter().map(|r| flow.render(r)).collect();
+        let fields: Vec<_> = recs.iter().map(|r| flow.render(r, now_secs())).collect();
         Some(KnownMessage {
             received_secs: secs,
             message_trace_id: fields.first()?.trace_id.clone(),

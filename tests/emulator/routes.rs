@@ -510,7 +510,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     let mut served = Vec::with_capacity(page.len());
     for (i, r) in page.iter().enumerate() {
         let idx = skip + i;
-        let f = flow.render(r);
+        let f = flow.render(r, snap);
         let v = f.variant;
         let _ = write!(
             x,
@@ -833,7 +833,7 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     j.push_str("\"value\":[");
     let mut served = Vec::with_capacity(page.len());
     for (i, r) in page.iter().enumerate() {
-        let f = flow.render(r);
+        let f = flow.render(r, snap);
         // Raw UTF-8 and \u escapes alternate record by record.
         let v = (i % 2) as u8;
         if i > 0 {
@@ -867,6 +867,9 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         match &f.to_ip {
             Some(ip) => json_str(ip, v, &mut j),
             None => j.push_str("null"),
+        }
+        if sh.opts.graph_extra_field {
+            let _ = write!(j, ",\"direction\":\"{}\"", f.direction);
         }
         j.push('}');
         served.push((f.trace_id, f.recipient));

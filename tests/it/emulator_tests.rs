@@ -926,3 +926,52 @@ fn hundred_tenants_are_cheap() {
         .sum();
     assert!(n > 100 * 2 * 24 * 50, "{n}");
 }
+
+#[test]
+fn statuses_settle_when_asked() {
+    let origin = now_secs();
+    let base = EmuOptions {
+        origin: Some(origin),
+        ..opts(&["t1"])
+    };
+    let fixed = Emulator::start(base.clone());
+    let settling = Emulator::start(EmuOptions {
+        settle_secs: Some(600),
+        ..base
+    });
+    let (s, e) = (origin - 2 * 86_400, origin - 86_400);
+    let pending = |v: &[ExpectedRecord]| {
+        v.iter()
+            .filter(|r| r.status == "Pending" || r.status == "GettingStatus")
+            .count()
+    };
+    let a = fixed.expected("t1", s, e, origin);
+    let b = settling.expected("t1", s, e, origin);
+    assert!(pending(&a) > 0);
+    assert_eq!(pending(&b), 0);
+    assert_eq!(a.len(), b.len());
+    // Before settling, the same records are still pending.
+    let c = settling.expected("t1", s, e, s);
+    assert!(c.is_empty() || pending(&c) <= pending(&a));
+}
+
+#[test]
+fn graph_extra_field_is_served_when_asked() -> Res<()> {
+    let emu = Emulator::start(EmuOptions {
+        graph_extra_field: true,
+        ..opts(&["t1"])
+    });
+    let ag = agent(&emu);
+    let tok = access_token(&token(&emu, &ag, &emu.options().tenants[0], true)?);
+    let now = now_secs();
+    let a = answer(
+        ag.get(graph_url(&emu, now - 7200, now - 3600, 100))
+            .header("Authorization", format!("Bearer {tok}"))
+            .call(),
+    )?;
+    assert_eq!(a.status, 200);
+    let n = a.body.matches("\"direction\":\"").count();
+    assert_eq!(n, a.body.matches("{\"id\":").count());
+    assert!(n > 0);
+    Ok(())
+}
