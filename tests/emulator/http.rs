@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::data::pct_decode;
@@ -77,7 +77,6 @@ pub fn make_tls() -> Tls {
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .expect("emulator: server cert config");
-    let _: &CertificateDer<'_> = ca.der();
     Tls {
         ca_pem: ca.pem(),
         config: Arc::new(config),

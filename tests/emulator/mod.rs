@@ -243,6 +243,8 @@ pub struct RequestEntry {
     pub status: u16,
     /// Which API: "token", "rws", "graph" or "other".
     pub api: &'static str,
+    /// The body was cut mid-entry and the connection dropped (status says 200).
+    pub cut: bool,
 }
 
 /// One record as the emulator serves it, decoded (what a collector must deliver).

@@ -60,6 +60,7 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
         at_secs: at.duration_since(sh.started).as_secs_f64(),
         status: resp.status,
         api,
+        cut: resp.cut_at.is_some(),
     });
     resp
 }

@@ -873,6 +873,7 @@ fn cut_bodies_are_cut_mid_entry() -> Res<()> {
             .call(),
     );
     assert!(r.is_err(), "a cut body must be a read error");
+    assert!(emu.request_log().iter().any(|e| e.cut && e.api == "rws"));
     assert!(emu.served_log().is_empty());
     let a = answer(
         ag.get(&url)
