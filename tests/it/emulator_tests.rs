@@ -385,7 +385,7 @@ fn b64_decode(s: &str) -> String {
 #[test]
 fn data_requests_need_a_valid_token() -> Res<()> {
     let emu = Emulator::start(EmuOptions {
-        token_lifetime_secs: 1,
+        token_lifetime_secs: 3,
         ..opts(&["t1"])
     });
     let ag = agent(&emu);
@@ -414,7 +414,7 @@ fn data_requests_need_a_valid_token() -> Res<()> {
     )?;
     assert_eq!(a.status, 401);
     assert!(a.body.contains("InvalidAuthenticationToken"));
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(3100));
     let a = answer(
         ag.get(&url)
             .header("Authorization", format!("Bearer {tok}"))
