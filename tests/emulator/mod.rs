@@ -24,6 +24,10 @@
 //!
 //! # Endpoints (paths as Microsoft's; matched case-insensitively)
 //!
+//! HTTP/1.1 with keep-alive; every third response on a connection is chunked, the others
+//! carry Content-Length. XML text uses three equivalent escapings (raw UTF-8, decimal and
+//! hex character references), varying record by record.
+//!
 //! - `POST /{tenant}/oauth2/token` (v1; form `grant_type=client_credentials`, `client_id`,
 //!   `client_secret`, `resource`) → 200 with `expires_in` as a STRING, as Microsoft's v1
 //!   sends it. Wrong secret or unknown client → 401 `invalid_client` (AADSTS7000215 /
@@ -47,8 +51,11 @@
 //!   `ReportingWebService.Read.All` → 403.
 //! - `GET /v1.0/admin/exchange/tracing/messageTraces?$filter=receivedDateTime ge S and
 //!   receivedDateTime le E&$top=N[&$skiptoken=T]` → Graph JSON, whole-second
-//!   `receivedDateTime`, both bounds inclusive (`gt`/`lt` also understood), `$top` 1..=
-//!   `graph_max_top` (default 1000), `@odata.nextLink` absolute. 400 when the window is
+//!   `receivedDateTime`, both bounds inclusive (`gt`/`lt` also understood), `$top` in
+//!   1..=`graph_max_top` (5000; `graph_default_top` = 1000 when absent), newest first,
+//!   `@odata.nextLink` absolute with an opaque `$skiptoken`, placed after `value` on
+//!   some pages and before it on others; non-ASCII text alternates record by record
+//!   between raw UTF-8 and `\uXXXX` escapes (surrogate pairs for emoji). 400 when the window is
 //!   over 10 days, starts over 90 days back or ends in the future; 401 "Service
 //!   principal-less authentication failed" when the tenant's `service_principal_missing`;
 //!   403 without `ExchangeMessageTrace.Read.All`; 429 with `Retry-After` when more than
@@ -61,7 +68,8 @@
 //! hour from `origin - data_days` on (origin = start time unless given), in messages of
 //! 1–5 recipients (one record per recipient; same MessageTraceId, MessageId and Received).
 //! Each hour has one message exactly on a 15-minute edge and one on a whole minute (zero
-//! fraction), plus the known five-recipient message 2 h before the origin's hour
+//! fraction; served without a fraction for half of them), one message in five has
+//! microsecond precision (6 digits), plus the known five-recipient message 2 h before the origin's hour
 //! (`known_message`). A record is visible only from Received + lateness (0–30 min, 30% 0).
 //! Data are generated lazily per hour bucket and are identical on every query.
 //! Options: `settle_secs` makes `Pending`/`GettingStatus` records turn `Delivered` that
