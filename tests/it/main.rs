@@ -10,6 +10,7 @@ pub mod receivers;
 mod cli;
 mod config;
 mod e2e;
+mod emulator_tests;
 mod outputs;
 mod sources;
 mod state;
