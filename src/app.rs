@@ -19,7 +19,11 @@ pub fn version_line() -> String {
     } else {
         "unknown"
     };
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     format!(
         "msgtrace {} ({}-unknown-{}-{}, {})",
         env!("CARGO_PKG_VERSION"),
@@ -47,7 +51,11 @@ pub fn main(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            crate::log::write(crate::log::Level::Error, "MainProcess::MainThread", format_args!("{e}"));
+            crate::log::write(
+                crate::log::Level::Error,
+                "MainProcess::MainThread",
+                format_args!("{e}"),
+            );
             e.exit_code()
         }
     }
@@ -114,7 +122,11 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                 let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
                 println!("{}#{} {}:", i.name, i.id, service);
                 match crate::state::peek(&path)? {
-                    None => println!("  no state yet ({}): the first run starts {} day(s) back", path.display(), i.cutoff_days),
+                    None => println!(
+                        "  no state yet ({}): the first run starts {} day(s) back",
+                        path.display(),
+                        i.cutoff_days
+                    ),
                     Some((cursor, size)) => {
                         println!("  file: {} ({size} bytes)", path.display());
                         for line in crate::state::describe(&cursor, now).lines() {
@@ -130,13 +142,21 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                 let service = i.service.api.service_name();
                 let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
                 if crate::state::reset(&path)? {
-                    println!("{}#{} {}: state cleared ({})", i.name, i.id, service, path.display());
+                    println!(
+                        "{}#{} {}: state cleared ({})",
+                        i.name,
+                        i.id,
+                        service,
+                        path.display()
+                    );
                 } else {
                     println!("{}#{} {}: no state to clear", i.name, i.id, service);
                 }
             }
             Ok(0)
         }
-        other => Err(Error::Usage(format!("state: unknown action {other:?} — use show or reset"))),
+        other => Err(Error::Usage(format!(
+            "state: unknown action {other:?} — use show or reset"
+        ))),
     }
 }

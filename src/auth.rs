@@ -63,7 +63,8 @@ impl TokenClient {
         if tenant.is_empty() {
             return self.token_url.clone();
         }
-        self.token_url.replace(tenant, &self.creds.tenant_id.obfuscated())
+        self.token_url
+            .replace(tenant, &self.creds.tenant_id.obfuscated())
     }
 
     /// True when there is a token that needs no renewal at `now`. The margin is 5
@@ -162,9 +163,11 @@ pub fn graph_scope(_resource_url: &str) -> String {
 
 /// `access_token` and `expires_in` (a string in v1 answers, a number in v2).
 pub fn parse_token_answer(body: &str) -> Result<(String, i64)> {
-    let no_token = |why: &str| Error::Setup {
+    let no_token = |why: &str| {
+        Error::Setup {
         code: 102,
         message: format!("the token endpoint answered 200 but {why} — the endpoint may not be Microsoft's: check override_base_auth_url"),
+    }
     };
     let value: Value = json::from_str(body).map_err(|_| no_token("not with JSON"))?;
     let Value::Object(obj) = value else {
@@ -283,23 +286,42 @@ mod tests {
 
     #[test]
     fn token_answer_v1_and_v2() {
-        let (t, e) = parse_token_answer(r#"{"token_type":"Bearer","expires_in":"3599","access_token":"abc"}"#).unwrap();
+        let (t, e) = parse_token_answer(
+            r#"{"token_type":"Bearer","expires_in":"3599","access_token":"abc"}"#,
+        )
+        .unwrap();
         assert_eq!((t.as_str(), e), ("abc", 3599));
         let (_, e) = parse_token_answer(r#"{"expires_in":20,"access_token":"abc"}"#).unwrap();
         assert_eq!(e, 20);
         let err = parse_token_answer(r#"{"expires_in":20}"#).unwrap_err();
         assert!(matches!(err, Error::Setup { code: 102, .. }));
-        assert!(matches!(parse_token_answer("<html>"), Err(Error::Setup { code: 102, .. })));
+        assert!(matches!(
+            parse_token_answer("<html>"),
+            Err(Error::Setup { code: 102, .. })
+        ));
     }
 
     #[test]
     fn renewal_margin_is_five_minutes_or_half_life() {
-        let mut c = TokenClient::new(Api::Reporting, "https://login.example", "https://outlook.office365.com", creds());
+        let mut c = TokenClient::new(
+            Api::Reporting,
+            "https://login.example",
+            "https://outlook.office365.com",
+            creds(),
+        );
         assert!(!c.is_fresh(0));
-        c.token = Some(Token { access: "x".into(), obtained_at: 0, expires_at: 3600 });
+        c.token = Some(Token {
+            access: "x".into(),
+            obtained_at: 0,
+            expires_at: 3600,
+        });
         assert!(c.is_fresh(3299));
         assert!(!c.is_fresh(3300));
-        c.token = Some(Token { access: "x".into(), obtained_at: 0, expires_at: 20 });
+        c.token = Some(Token {
+            access: "x".into(),
+            obtained_at: 0,
+            expires_at: 20,
+        });
         assert!(c.is_fresh(9));
         assert!(!c.is_fresh(10));
     }
@@ -307,8 +329,14 @@ mod tests {
     #[test]
     fn urls_and_obfuscation() {
         let c = TokenClient::new(Api::Graph, "https://login.example/", "r", creds());
-        assert_eq!(c.token_url, "https://login.example/tenant-1234/oauth2/v2.0/token");
-        assert_eq!(c.display_url(), "https://login.example/tena****/oauth2/v2.0/token");
+        assert_eq!(
+            c.token_url,
+            "https://login.example/tenant-1234/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            c.display_url(),
+            "https://login.example/tena****/oauth2/v2.0/token"
+        );
     }
 
     #[test]
@@ -316,14 +344,22 @@ mod tests {
         // {"roles":["ReportingWebService.Read.All"]}
         let payload = "eyJyb2xlcyI6WyJSZXBvcnRpbmdXZWJTZXJ2aWNlLlJlYWQuQWxsIl19";
         let tok = format!("e30.{payload}.sig");
-        assert_eq!(token_roles(&tok), vec!["ReportingWebService.Read.All".to_string()]);
+        assert_eq!(
+            token_roles(&tok),
+            vec!["ReportingWebService.Read.All".to_string()]
+        );
         assert!(token_roles("garbage").is_empty());
         assert!(token_roles("a.!!!.c").is_empty());
     }
 
     #[test]
     fn oauth_error_text() {
-        let d = describe_oauth_error(r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: x"}"#);
-        assert_eq!(d, "invalid_client: AADSTS7000215: Invalid client secret provided.");
+        let d = describe_oauth_error(
+            r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: x"}"#,
+        );
+        assert_eq!(
+            d,
+            "invalid_client: AADSTS7000215: Invalid client secret provided."
+        );
     }
 }

@@ -244,6 +244,167 @@ fn state_dir_step(dir: &Path) -> Step {
     }
 }
 
+/// The live steps of `msgtrace check`, per enabled input then per output: token
+/// obtained, the token's `roles` hold the needed permission, the message-trace service
+/// answers one small query; each output accepts a handshake (or, for `file`, its path
+/// is writable).
+pub fn online_steps(cfg: &Config) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let now = crate::time::now();
+    for input in cfg.inputs.iter().filter(|i| i.enabled) {
+        let svc = &input.service;
+        let who = format!("{}#{} ({})", input.name, input.id, svc.api.service_name());
+        let agent = match crate::http::agent(
+            std::time::Duration::from_secs_f64(svc.timeout_secs),
+            svc.ca_file.as_deref(),
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                steps.push(Step::fail(format!("{who}: HTTP client"), format!("{e}")));
+                continue;
+            }
+        };
+        let mut tokens = crate::auth::TokenClient::new(
+            svc.api,
+            &svc.auth_url,
+            &svc.resource_url,
+            input.credentials.clone(),
+        );
+        let token = match tokens.token(&agent, now) {
+            Ok((t, _)) => {
+                steps.push(Step::pass(format!(
+                    "{who}: token obtained from {}",
+                    tokens.display_url()
+                )));
+                t
+            }
+            Err(e) => {
+                steps.push(Step::fail(
+                    format!("{who}: token from {}", tokens.display_url()),
+                    format!("{e}"),
+                ));
+                continue;
+            }
+        };
+        let role = crate::auth::required_role(svc.api);
+        let roles = crate::auth::token_roles(&token);
+        if roles.iter().any(|r| r == role) {
+            steps.push(Step::pass(format!("{who}: token's roles hold {role}")));
+        } else {
+            let app = match svc.api {
+                crate::config::Api::Reporting => {
+                    "Office 365 Exchange Online → Application permissions → ReportingWebService"
+                }
+                crate::config::Api::Graph => {
+                    "Microsoft Graph → Application permissions → ExchangeMessageTrace"
+                }
+            };
+            steps.push(Step::fail(
+                format!("{who}: token's roles [{}] lack {role}", roles.join(", ")),
+                format!("in the app registration add the permission {role} ({app}) and click \"Grant admin consent\""),
+            ));
+            continue;
+        }
+        // One small query: the last minute before the delay, first page only.
+        let end = crate::window::target(now, svc.delay_secs);
+        let start = end - 60;
+        let url = match svc.api {
+            crate::config::Api::Reporting => {
+                crate::source::reporting::query_url(&svc.reporting_url, start, end)
+            }
+            crate::config::Api::Graph => {
+                crate::source::graph::query_url(&svc.graph_url, start, end, 1)
+            }
+        };
+        let answer = agent
+            .get(&url)
+            .header("Authorization", format!("Bearer {token}"))
+            .call();
+        match answer {
+            Ok(resp) if resp.status().as_u16() == 200 => {
+                steps.push(Step::pass(format!("{who}: message trace service answers")));
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = crate::http::read_error_body(resp);
+                let msg = match svc.api {
+                    crate::config::Api::Reporting => crate::source::reporting::error_message(&body),
+                    crate::config::Api::Graph => crate::source::graph::error_message(&body),
+                }
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+                let fix = if msg.contains("Service principal-less authentication failed") {
+                    "provision the service principal of app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373)".to_string()
+                } else if status == 403 || msg.contains("No permission") {
+                    "assign the app the Global Reader role (Entra ID → Roles and administrators)"
+                        .to_string()
+                } else {
+                    "check override_base_url / override_graph_url and the service's health"
+                        .to_string()
+                };
+                steps.push(Step::fail(
+                    format!("{who}: message trace service answered {status}: {msg}"),
+                    fix,
+                ));
+            }
+            Err(e) => steps.push(Step::fail(
+                format!(
+                    "{who}: message trace service unreachable: {}",
+                    crate::http::transport(e)
+                ),
+                "check the network path to Microsoft (proxy, firewall) and ca_file".to_string(),
+            )),
+        }
+    }
+    for o in &cfg.outputs {
+        let res = crate::output::open(o).and_then(|mut s| s.ensure_ready());
+        match res {
+            Ok(()) => steps.push(Step::pass(format!(
+                "output {}: {}",
+                o.name,
+                output_ok_text(o)
+            ))),
+            Err(e) => steps.push(Step::fail(
+                format!("output {}: {e}", o.name),
+                output_fix_text(o),
+            )),
+        }
+    }
+    steps
+}
+
+fn output_ok_text(o: &crate::config::OutputConfig) -> String {
+    use crate::config::OutputKind;
+    match &o.kind {
+        OutputKind::Devo(t) | OutputKind::Syslog(t) if t.tls => format!(
+            "TLS handshake with {}:{}{} accepted",
+            t.address,
+            t.port,
+            if t.cert.is_some() {
+                " (client certificate included)"
+            } else {
+                ""
+            }
+        ),
+        OutputKind::Devo(t) | OutputKind::Syslog(t) => {
+            format!("TCP connection to {}:{} accepted", t.address, t.port)
+        }
+        OutputKind::File { path } => format!("{} is writable", path.display()),
+        OutputKind::Stdout => "standard output is open".to_string(),
+    }
+}
+
+fn output_fix_text(o: &crate::config::OutputConfig) -> String {
+    use crate::config::OutputKind;
+    match &o.kind {
+        OutputKind::Devo(_) | OutputKind::Syslog(_) => {
+            "check address, port, chain, cert and key (the receiver must trust our certificate)"
+                .to_string()
+        }
+        OutputKind::File { .. } => "make the directory exist and writable by this user".to_string(),
+        OutputKind::Stdout => "run with standard output open".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,136 +449,5 @@ mod tests {
         assert!(cfg.is_none());
         assert!(steps.iter().all(|s| !s.ok));
         assert!(!steps.is_empty());
-    }
-}
-
-/// The live steps of `msgtrace check`, per enabled input then per output: token
-/// obtained, the token's `roles` hold the needed permission, the message-trace service
-/// answers one small query; each output accepts a handshake (or, for `file`, its path
-/// is writable).
-pub fn online_steps(cfg: &Config) -> Vec<Step> {
-    let mut steps = Vec::new();
-    let now = crate::time::now();
-    for input in cfg.inputs.iter().filter(|i| i.enabled) {
-        let svc = &input.service;
-        let who = format!("{}#{} ({})", input.name, input.id, svc.api.service_name());
-        let agent = match crate::http::agent(
-            std::time::Duration::from_secs_f64(svc.timeout_secs),
-            svc.ca_file.as_deref(),
-        ) {
-            Ok(a) => a,
-            Err(e) => {
-                steps.push(Step::fail(format!("{who}: HTTP client"), format!("{e}")));
-                continue;
-            }
-        };
-        let mut tokens = crate::auth::TokenClient::new(
-            svc.api,
-            &svc.auth_url,
-            &svc.resource_url,
-            input.credentials.clone(),
-        );
-        let token = match tokens.token(&agent, now) {
-            Ok((t, _)) => {
-                steps.push(Step::pass(format!("{who}: token obtained from {}", tokens.display_url())));
-                t
-            }
-            Err(e) => {
-                steps.push(Step::fail(
-                    format!("{who}: token from {}", tokens.display_url()),
-                    format!("{e}"),
-                ));
-                continue;
-            }
-        };
-        let role = crate::auth::required_role(svc.api);
-        let roles = crate::auth::token_roles(&token);
-        if roles.iter().any(|r| r == role) {
-            steps.push(Step::pass(format!("{who}: token's roles hold {role}")));
-        } else {
-            let app = match svc.api {
-                crate::config::Api::Reporting => "Office 365 Exchange Online → Application permissions → ReportingWebService",
-                crate::config::Api::Graph => "Microsoft Graph → Application permissions → ExchangeMessageTrace",
-            };
-            steps.push(Step::fail(
-                format!("{who}: token's roles [{}] lack {role}", roles.join(", ")),
-                format!("in the app registration add the permission {role} ({app}) and click \"Grant admin consent\""),
-            ));
-            continue;
-        }
-        // One small query: the last minute before the delay, first page only.
-        let end = crate::window::target(now, svc.delay_secs);
-        let start = end - 60;
-        let url = match svc.api {
-            crate::config::Api::Reporting => crate::source::reporting::query_url(&svc.reporting_url, start, end),
-            crate::config::Api::Graph => crate::source::graph::query_url(&svc.graph_url, start, end, 1),
-        };
-        let answer = agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {token}"))
-            .call();
-        match answer {
-            Ok(resp) if resp.status().as_u16() == 200 => {
-                steps.push(Step::pass(format!("{who}: message trace service answers")));
-            }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body = crate::http::read_error_body(resp);
-                let msg = match svc.api {
-                    crate::config::Api::Reporting => crate::source::reporting::error_message(&body),
-                    crate::config::Api::Graph => crate::source::graph::error_message(&body),
-                }
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-                let fix = if msg.contains("Service principal-less authentication failed") {
-                    "provision the service principal of app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373)".to_string()
-                } else if status == 403 || msg.contains("No permission") {
-                    "assign the app the Global Reader role (Entra ID → Roles and administrators)".to_string()
-                } else {
-                    "check override_base_url / override_graph_url and the service's health".to_string()
-                };
-                steps.push(Step::fail(
-                    format!("{who}: message trace service answered {status}: {msg}"),
-                    fix,
-                ));
-            }
-            Err(e) => steps.push(Step::fail(
-                format!("{who}: message trace service unreachable: {}", crate::http::transport(e)),
-                "check the network path to Microsoft (proxy, firewall) and ca_file".to_string(),
-            )),
-        }
-    }
-    for o in &cfg.outputs {
-        let res = crate::output::open(o).and_then(|mut s| s.ensure_ready());
-        match res {
-            Ok(()) => steps.push(Step::pass(format!("output {}: {}", o.name, output_ok_text(o)))),
-            Err(e) => steps.push(Step::fail(format!("output {}: {e}", o.name), output_fix_text(o))),
-        }
-    }
-    steps
-}
-
-fn output_ok_text(o: &crate::config::OutputConfig) -> String {
-    use crate::config::OutputKind;
-    match &o.kind {
-        OutputKind::Devo(t) | OutputKind::Syslog(t) if t.tls => format!(
-            "TLS handshake with {}:{}{} accepted",
-            t.address,
-            t.port,
-            if t.cert.is_some() { " (client certificate included)" } else { "" }
-        ),
-        OutputKind::Devo(t) | OutputKind::Syslog(t) => format!("TCP connection to {}:{} accepted", t.address, t.port),
-        OutputKind::File { path } => format!("{} is writable", path.display()),
-        OutputKind::Stdout => "standard output is open".to_string(),
-    }
-}
-
-fn output_fix_text(o: &crate::config::OutputConfig) -> String {
-    use crate::config::OutputKind;
-    match &o.kind {
-        OutputKind::Devo(_) | OutputKind::Syslog(_) => {
-            "check address, port, chain, cert and key (the receiver must trust our certificate)".to_string()
-        }
-        OutputKind::File { .. } => "make the directory exist and writable by this user".to_string(),
-        OutputKind::Stdout => "run with standard output open".to_string(),
     }
 }

@@ -136,12 +136,18 @@ mod tests {
     #[test]
     fn size_is_pinned() {
         // Keep the error small: it travels through every `?`.
-        assert!(std::mem::size_of::<Error>() <= 56, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 56,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     #[test]
     fn context_chain_renders() {
-        let e = Error::Transport("refused".into()).context("token").context("tenant a");
+        let e = Error::Transport("refused".into())
+            .context("token")
+            .context("tenant a");
         assert_eq!(e.to_string(), "tenant a: token: transport error: refused");
         assert!(e.is_transient());
     }

@@ -107,7 +107,11 @@ mod tests {
 
     #[test]
     fn line_format_matches_vendor() {
-        let l = render(Level::Info, "InputProcess::MainThread", format_args!("Starting {}", 1));
+        let l = render(
+            Level::Info,
+            "InputProcess::MainThread",
+            format_args!("Starting {}", 1),
+        );
         assert_eq!(l, "INFO InputProcess::MainThread -> Starting 1\n");
         let l = render(Level::Error, "X", format_args!("a\nb"));
         assert_eq!(l, "ERROR X -> a | b\n");

@@ -19,8 +19,8 @@ use crate::output::{Sink, SinkStats};
 use crate::source::{graph, reporting, PageCtx};
 use crate::state::{Cursor, StateFile};
 use crate::window::{self, Dedup, Verdict};
-use crate::{event, http, time};
 use crate::{debug, error, info, warning};
+use crate::{event, http, time};
 
 /// Encoded events are handed to the outputs in batches of about this many bytes: large
 /// TLS records, and memory that does not grow with the page size.
@@ -48,14 +48,21 @@ impl Outputs {
         for s in &mut self.sinks {
             if let Err(e) = s.ensure_ready() {
                 if !self.down {
-                    warning!("OutputProcess::OutputSender", "output {} is not available, pulling paused: {e}", s.name());
+                    warning!(
+                        "OutputProcess::OutputSender",
+                        "output {} is not available, pulling paused: {e}",
+                        s.name()
+                    );
                     self.down = true;
                 }
                 return Err(e);
             }
         }
         if self.down {
-            info!("OutputProcess::OutputSender", "all outputs available again, pulling resumes");
+            info!(
+                "OutputProcess::OutputSender",
+                "all outputs available again, pulling resumes"
+            );
             self.down = false;
         }
         Ok(())
@@ -74,7 +81,8 @@ impl Outputs {
 
     pub fn confirm(&mut self) -> Result<()> {
         for s in &mut self.sinks {
-            s.confirm().map_err(|e| e.context(format!("output {}", s.name())))?;
+            s.confirm()
+                .map_err(|e| e.context(format!("output {}", s.name())))?;
         }
         Ok(())
     }
@@ -85,7 +93,10 @@ impl Outputs {
     }
 
     pub fn stats(&self) -> Vec<(String, SinkStats)> {
-        self.sinks.iter().map(|s| (s.name().to_string(), s.stats())).collect()
+        self.sinks
+            .iter()
+            .map(|s| (s.name().to_string(), s.stats()))
+            .collect()
     }
 }
 
@@ -117,9 +128,9 @@ impl Pacer {
         if self.sent.len() < self.budget {
             return Duration::ZERO;
         }
-        self.sent
-            .front()
-            .map_or(Duration::ZERO, |t| (*t + PACER_SPAN).saturating_duration_since(now))
+        self.sent.front().map_or(Duration::ZERO, |t| {
+            (*t + PACER_SPAN).saturating_duration_since(now)
+        })
     }
 
     pub fn record(&mut self, now: Instant) {
@@ -174,14 +185,24 @@ fn backoff(base_secs: u64, attempt: u32) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let jitter_ms = if capped == 0 { 0 } else { nanos % (capped * 250).max(1) };
+    let jitter_ms = if capped == 0 {
+        0
+    } else {
+        nanos % (capped * 250).max(1)
+    };
     Duration::from_secs(capped) + Duration::from_millis(jitter_ms)
 }
 
 impl Tenant {
     /// Open the tenant's state (taking over the Reporting Web Service cursor on a
     /// tenant's first Graph start), apply `reset_persistence_auth`, clamp an old cursor.
-    pub fn open(cfg: &Config, input: &InputConfig, agent: ureq::Agent, once: bool, now: i64) -> Result<Tenant> {
+    pub fn open(
+        cfg: &Config,
+        input: &InputConfig,
+        agent: ureq::Agent,
+        once: bool,
+        now: i64,
+    ) -> Result<Tenant> {
         let svc = &input.service;
         let service = svc.api.service_name();
         let comp = format!(
@@ -199,7 +220,12 @@ impl Tenant {
             Api::Graph => Api::Reporting,
             Api::Reporting => Api::Graph,
         };
-        if let Some(old) = crate::state::take_over(&cfg.globals.state_dir, &input.id, other.service_name(), service)? {
+        if let Some(old) = crate::state::take_over(
+            &cfg.globals.state_dir,
+            &input.id,
+            other.service_name(),
+            service,
+        )? {
             info!(
                 comp,
                 "took over the cursor of {} (window start {}): no window is skipped or pulled twice",
@@ -228,7 +254,8 @@ impl Tenant {
                 info!(
                     comp,
                     "override_time_delay_in_seconds changed from {} to {}: the cursor is kept",
-                    c.delay_secs, svc.delay_secs
+                    c.delay_secs,
+                    svc.delay_secs
                 );
             }
             if c.service != service {
@@ -244,9 +271,17 @@ impl Tenant {
             ..Cursor::default()
         });
         if fresh {
-            info!(comp, "no saved state found, starting at {}", time::rfc3339(c.window_start));
+            info!(
+                comp,
+                "no saved state found, starting at {}",
+                time::rfc3339(c.window_start)
+            );
         } else {
-            info!(comp, "retrieved state: window start {}", time::rfc3339(c.window_start));
+            info!(
+                comp,
+                "retrieved state: window start {}",
+                time::rfc3339(c.window_start)
+            );
         }
         let (clamped, lost) = window::clamp_start(svc.api, c.window_start, now, input.margin_secs);
         if lost > 0 {
@@ -263,18 +298,16 @@ impl Tenant {
             c.window_end = 0;
             c.next_link = None;
         }
-        if svc.delay_secs < 86_400 {
-            warning!(
-                comp,
-                "override_time_delay_in_seconds is {} (< 86400): records that Microsoft publishes late may be missed",
-                svc.delay_secs
-            );
-        }
         c.reset_auth = svc.reset_persistence_auth.clone();
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
         state.checkpoint(&c)?;
-        let tokens = TokenClient::new(svc.api, &svc.auth_url, &svc.resource_url, input.credentials.clone());
+        let tokens = TokenClient::new(
+            svc.api,
+            &svc.auth_url,
+            &svc.resource_url,
+            input.credentials.clone(),
+        );
         let pacer = (svc.api == Api::Graph).then(|| Pacer::new(svc.max_requests_per_5_minutes));
         let tag = "cloud.office365.messagetracing".to_string();
         Ok(Tenant {
@@ -320,7 +353,13 @@ impl Tenant {
             debug!(self.comp, "pull started");
         }
         if self.cursor.window_end == 0 {
-            match window::next_window(svc.api, self.cursor.window_start, now, svc.delay_secs, svc.window_secs) {
+            match window::next_window(
+                svc.api,
+                self.cursor.window_start,
+                now,
+                svc.delay_secs,
+                svc.window_secs,
+            ) {
                 None => return Ok(self.finish_pull(None)),
                 Some((s, e)) => {
                     self.cursor.window_start = s;
@@ -361,7 +400,8 @@ impl Tenant {
                     info!(
                         self.setup_comp,
                         "Successfully received JWT token from {} which expires in {} seconds",
-                        o.url, o.expires_in
+                        o.url,
+                        o.expires_in
                     );
                 }
                 t
@@ -382,7 +422,11 @@ impl Tenant {
             p.requests += 1;
         }
         self.cursor.requests += 1;
-        debug!(self.comp, "Requesting data. URL: {}", crate::log::scrub_url(&url));
+        debug!(
+            self.comp,
+            "Requesting data. URL: {}",
+            crate::log::scrub_url(&url)
+        );
         let started = Instant::now();
         let accept = match svc.api {
             Api::Reporting => "application/atom+xml",
@@ -399,7 +443,11 @@ impl Tenant {
             Err(e) => return Ok(self.fail(http::transport(e))),
         };
         let status = resp.status().as_u16();
-        debug!(self.comp, "status {status} after {} ms", started.elapsed().as_millis());
+        debug!(
+            self.comp,
+            "status {status} after {} ms",
+            started.elapsed().as_millis()
+        );
         if status == 200 {
             self.retried_401 = false;
             return self.consume(resp, outputs, &url, ws, we);
@@ -412,16 +460,22 @@ impl Tenant {
         }
         .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
         if status == 401 {
-            if svc.api == Api::Graph && msg.contains("Service principal-less authentication failed") {
-                return Ok(self.fail_permanent(format!(
+            if svc.api == Api::Graph && msg.contains("Service principal-less authentication failed")
+            {
+                return Ok(self.fail_permanent(
+
                     "Graph answered 401 \"Service principal-less authentication failed\": the tenant has not provisioned the service principal of Exchange message trace (app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373) — a tenant admin runs once: New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (or az ad sp create --id 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373), then grant admin consent again"
-                )));
+                    .to_string(),
+                ));
             }
             if !self.retried_401 {
                 // The token may have been revoked or expired early: renew once, at once.
                 self.retried_401 = true;
                 self.tokens.invalidate();
-                warning!(self.comp, "401 from the API: renewing the token and retrying");
+                warning!(
+                    self.comp,
+                    "401 from the API: renewing the token and retrying"
+                );
                 return Ok(Next::After(Duration::ZERO));
             }
         }
@@ -497,7 +551,10 @@ impl Tenant {
         self.batch = batch;
         if let Some(e) = output_err {
             self.dedup.rollback();
-            warning!(self.comp, "page not delivered, it will be pulled again: {e}");
+            warning!(
+                self.comp,
+                "page not delivered, it will be pulled again: {e}"
+            );
             return Ok(Next::OutputDown);
         }
         self.dedup.confirm();
@@ -514,7 +571,13 @@ impl Tenant {
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
         };
-        debug!(self.comp, "{} Events retrieved from the last API call ({} sent, {} filtered)", end.records, sent, filtered);
+        debug!(
+            self.comp,
+            "{} Events retrieved from the last API call ({} sent, {} filtered)",
+            end.records,
+            sent,
+            filtered
+        );
         self.attempt = 0;
         match end.next_link {
             Some(link) => self.cursor.next_link = Some(link),
@@ -548,7 +611,11 @@ impl Tenant {
         match (self.once, failed) {
             (true, f) => Next::Done(f.map_or(Ok(()), Err)),
             (false, _) => {
-                debug!(self.comp, "waiting {} second(s) until the next pull", self.period().as_secs());
+                debug!(
+                    self.comp,
+                    "waiting {} second(s) until the next pull",
+                    self.period().as_secs()
+                );
                 Next::After(self.period())
             }
         }
@@ -567,7 +634,9 @@ impl Tenant {
             let mut why = e.to_string();
             let lower = why.to_ascii_lowercase();
             if svc.api == Api::Reporting
-                && (lower.contains("not available") || lower.contains("retire") || lower.contains("messagetracev2"))
+                && (lower.contains("not available")
+                    || lower.contains("retire")
+                    || lower.contains("messagetracev2"))
             {
                 why.push_str(" — Microsoft is retiring message trace in the Reporting Web Service: move this input to the Graph service (replace office365_exchange_message_service with office365_exchange_message_graph_service; the cursor is taken over)");
             }
@@ -624,7 +693,10 @@ mod tests {
             assert!(p.wait(t0 + Duration::from_secs(i)).is_zero());
             p.record(t0 + Duration::from_secs(i));
         }
-        assert_eq!(p.wait(t0 + Duration::from_secs(10)), Duration::from_secs(290));
+        assert_eq!(
+            p.wait(t0 + Duration::from_secs(10)),
+            Duration::from_secs(290)
+        );
         assert!(p.wait(t0 + Duration::from_secs(300)).is_zero());
     }
 

@@ -102,7 +102,13 @@ mod tests {
     #[test]
     fn received_parses() {
         let mut r = Record::new();
-        r.push("Received", Value::Text("2026-11-24T10:00:00.1234567Z".into()));
-        assert_eq!(r.received(), crate::time::parse_iso("2026-11-24T10:00:00").map(|i| i.secs));
+        r.push(
+            "Received",
+            Value::Text("2026-11-24T10:00:00.1234567Z".into()),
+        );
+        assert_eq!(
+            r.received(),
+            crate::time::parse_iso("2026-11-24T10:00:00").map(|i| i.secs)
+        );
     }
 }

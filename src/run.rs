@@ -128,7 +128,10 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         let agent = match agents.get(&key) {
             Some(a) => a.clone(),
             None => {
-                let a = crate::http::agent(Duration::from_secs_f64(svc.timeout_secs), svc.ca_file.as_deref())?;
+                let a = crate::http::agent(
+                    Duration::from_secs_f64(svc.timeout_secs),
+                    svc.ca_file.as_deref(),
+                )?;
                 agents.insert(key, a.clone());
                 a
             }
@@ -139,12 +142,16 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                 if matches!(e.root(), Error::State(_)) {
                     return Err(e.context(format!("{}#{}", input.name, input.id)));
                 }
-                error!("InputProcess::MainThread", "{}#{} cannot start: {e}", input.name, input.id);
+                error!(
+                    "InputProcess::MainThread",
+                    "{}#{} cannot start: {e}", input.name, input.id
+                );
                 failed_at_start.push((format!("{}#{}", input.name, input.id), e.to_string()));
             }
         }
     }
     let n = tenants.len();
+    let total = n + failed_at_start.len();
     let start = Instant::now();
     let shared = Arc::new(Shared {
         sched: Mutex::new(Sched {
@@ -160,7 +167,10 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         active: AtomicUsize::new(0),
     });
     let workers = n.clamp(1, MAX_WORKERS);
-    info!("InputProcess::MainThread", "{n} input(s) started, {workers} worker thread(s)");
+    info!(
+        "InputProcess::MainThread",
+        "{n} input(s) started, {workers} worker thread(s)"
+    );
     let mut handles = Vec::new();
     for w in 0..workers.min(n) {
         let sh = Arc::clone(&shared);
@@ -193,14 +203,22 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             break;
         }
         if stop_requested() && stop_at.is_none() {
-            info!("MainProcess::MainThread", "stop requested: finishing the page in flight (at most {} s)", SHUTDOWN_GRACE.as_secs());
+            info!(
+                "MainProcess::MainThread",
+                "stop requested: finishing the page in flight (at most {} s)",
+                SHUTDOWN_GRACE.as_secs()
+            );
             s.stopping = true;
             stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
             shared.cv.notify_all();
         }
         if stop_at.is_some_and(|t| Instant::now() >= t) {
             drop(s);
-            warning!("MainProcess::MainThread", "workers still busy after {} s: leaving; their pages are pulled again next start", SHUTDOWN_GRACE.as_secs());
+            warning!(
+                "MainProcess::MainThread",
+                "workers still busy after {} s: leaving; their pages are pulled again next start",
+                SHUTDOWN_GRACE.as_secs()
+            );
             return Ok(0);
         }
         let (g, _) = shared
@@ -212,7 +230,10 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         if now_i >= next_mem {
             next_mem = now_i + interval;
             if let Some((rss, vms)) = memory_mib() {
-                info!("InputProcess::MainThread", "[GC] process: RSS({rss:.2}MiB), VMS({vms:.2}MiB)");
+                info!(
+                    "InputProcess::MainThread",
+                    "[GC] process: RSS({rss:.2}MiB), VMS({vms:.2}MiB)"
+                );
             }
         }
         if now_i >= next_send {
@@ -268,10 +289,14 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         "MainProcess::MainThread",
         "{} of {} input(s) failed: {}",
         failed.len(),
-        n + failed.len() - s.done.iter().filter(|d| matches!(d, Some(Err(_)))).count(),
+        total,
         names.join(", ")
     );
-    Ok(if failed.iter().all(|(_, w)| w.contains("SetupError")) { 2 } else { 3 })
+    Ok(if failed.iter().all(|(_, w)| w.contains("SetupError")) {
+        2
+    } else {
+        3
+    })
 }
 
 fn worker(sh: &Shared) {
@@ -306,8 +331,14 @@ fn worker(sh: &Shared) {
                         break i;
                     }
                     Some((_, due, _)) => {
-                        let wait = due.saturating_duration_since(now).min(Duration::from_millis(200));
-                        s = sh.cv.wait_timeout(s, wait).unwrap_or_else(|p| p.into_inner()).0;
+                        let wait = due
+                            .saturating_duration_since(now)
+                            .min(Duration::from_millis(200));
+                        s = sh
+                            .cv
+                            .wait_timeout(s, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                 }
             }
@@ -328,7 +359,8 @@ fn worker(sh: &Shared) {
             Ok(Next::OutputDown) => {
                 s.out_attempt = s.out_attempt.saturating_add(1);
                 let wait = Duration::from_millis(250u64.saturating_mul(1 << s.out_attempt.min(7)));
-                s.queue.push((Instant::now() + wait.min(Duration::from_secs(30)), idx));
+                s.queue
+                    .push((Instant::now() + wait.min(Duration::from_secs(30)), idx));
             }
             Ok(Next::Done(r)) => {
                 if let Some(slot) = s.done.get_mut(idx) {

@@ -31,7 +31,10 @@ pub fn oldest_allowed(api: Api, now: i64, margin_secs: u64) -> i64 {
         Api::Reporting => RWS_MAX_AGE_SECS,
         Api::Graph => GRAPH_MAX_AGE_SECS,
     };
-    now - max_age + i64::try_from(margin_secs).unwrap_or(i64::MAX / 4).min(max_age)
+    now - max_age
+        + i64::try_from(margin_secs)
+            .unwrap_or(i64::MAX / 4)
+            .min(max_age)
 }
 
 /// Where a tenant without state starts: `now − cutoff days`, clamped to what the API
@@ -41,7 +44,8 @@ pub fn first_start(api: Api, now: i64, cutoff_days: u64, margin_secs: u64) -> i6
         .ok()
         .and_then(|d| d.checked_mul(DAY))
         .unwrap_or(i64::MAX / 4);
-    now.saturating_sub(back).max(oldest_allowed(api, now, margin_secs))
+    now.saturating_sub(back)
+        .max(oldest_allowed(api, now, margin_secs))
 }
 
 /// A cursor older than the API allows is moved forward; returns (new start, seconds
@@ -63,7 +67,13 @@ pub fn target(now: i64, delay_secs: u64) -> i64 {
 /// The next window `[start, end)` from `start`, or `None` when up to date. Reporting
 /// windows are `window_secs` long; Graph windows grow up to 10 days while catching up
 /// (a full page simply pages on) so a backfill costs a handful of requests.
-pub fn next_window(api: Api, start: i64, now: i64, delay_secs: u64, window_secs: u64) -> Option<(i64, i64)> {
+pub fn next_window(
+    api: Api,
+    start: i64,
+    now: i64,
+    delay_secs: u64,
+    window_secs: u64,
+) -> Option<(i64, i64)> {
     let target = target(now, delay_secs);
     if start >= target {
         return None;
@@ -163,9 +173,15 @@ mod tests {
     #[test]
     fn first_start_is_clamped_by_api_age_and_margin() {
         assert_eq!(first_start(Api::Reporting, NOW, 1, 60), NOW - DAY);
-        assert_eq!(first_start(Api::Reporting, NOW, 30, 60), NOW - 10 * DAY + 60);
+        assert_eq!(
+            first_start(Api::Reporting, NOW, 30, 60),
+            NOW - 10 * DAY + 60
+        );
         assert_eq!(first_start(Api::Graph, NOW, 30, 60), NOW - 30 * DAY);
-        assert_eq!(first_start(Api::Graph, NOW, 1_000_000, 60), NOW - 90 * DAY + 60);
+        assert_eq!(
+            first_start(Api::Graph, NOW, 1_000_000, 60),
+            NOW - 90 * DAY + 60
+        );
     }
 
     #[test]
@@ -198,13 +214,17 @@ mod tests {
         let (s, lost) = clamp_start(Api::Reporting, NOW - 20 * DAY, NOW, 60);
         assert_eq!(s, NOW - 10 * DAY + 60);
         assert_eq!(lost, 10 * DAY + 60);
-        assert_eq!(clamp_start(Api::Reporting, NOW - DAY, NOW, 60), (NOW - DAY, 0));
+        assert_eq!(
+            clamp_start(Api::Reporting, NOW - DAY, NOW, 60),
+            (NOW - DAY, 0)
+        );
     }
 
     #[test]
     fn leap_day_window_is_plain_seconds() {
         let feb28 = crate::time::parse_date("2028-02-28").unwrap();
-        let (s, e) = next_window(Api::Reporting, feb28 + DAY - 300, feb28 + 3 * DAY, 0, 900).unwrap();
+        let (s, e) =
+            next_window(Api::Reporting, feb28 + DAY - 300, feb28 + 3 * DAY, 0, 900).unwrap();
         assert_eq!(crate::time::ymd(e), "2028-02-29");
         assert_eq!(e - s, 900);
     }

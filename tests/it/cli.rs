@@ -29,8 +29,14 @@ fn version_names_target_and_profile() {
     let out = Command::new(bin()).arg("--version").output().unwrap();
     assert!(out.status.success());
     let v = String::from_utf8_lossy(&out.stdout);
-    assert!(v.starts_with(&format!("msgtrace {} (", env!("CARGO_PKG_VERSION"))), "{v}");
-    assert!(v.contains("-linux-") && (v.contains("debug)") || v.contains("release)")), "{v}");
+    assert!(
+        v.starts_with(&format!("msgtrace {} (", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(
+        v.contains("-linux-") && (v.contains("debug)") || v.contains("release)")),
+        "{v}"
+    );
 }
 
 #[test]
@@ -50,14 +56,15 @@ fn several_mistakes_exit_2_and_name_each_one() {
         w.file("config/030_several_mistakes.yaml"),
     )
     .unwrap();
-    let out = w.run(
-        &["run", "--once"],
-        Duration::from_secs(20),
-    );
+    let out = w.run(&["run", "--once"], Duration::from_secs(20));
     // Without -c and without CONFIG_FILE, ./config.yaml is looked for.
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config.yaml"));
-    let out = w.run_env(&["run", "--once"], &[("CONFIG_FILE", "030_several_mistakes.yaml")], Duration::from_secs(20));
+    let out = w.run_env(
+        &["run", "--once"],
+        &[("CONFIG_FILE", "030_several_mistakes.yaml")],
+        Duration::from_secs(20),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for needle in [
@@ -76,14 +83,27 @@ fn several_mistakes_exit_2_and_name_each_one() {
 fn vendor_layout_passes_offline_check() {
     let w = Workdir::new("vendor");
     copy_dir(&fixtures().join("vendor"), &w.path);
-    let out = w.run_env(&["check", "--offline"], &[("CONFIG_FILE", "config.yaml")], Duration::from_secs(20));
+    let out = w.run_env(
+        &["check", "--offline"],
+        &[("CONFIG_FILE", "config.yaml")],
+        Duration::from_secs(20),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.lines().all(|l| l.starts_with('✓')), "{stdout}");
     assert!(stdout.lines().count() >= 4, "{stdout}");
     // A missing key file fails that step with the fix, exit 2.
     std::fs::remove_file(w.file("certs/mydomain.key")).unwrap();
-    let out = w.run_env(&["check", "--offline"], &[("CONFIG_FILE", "config.yaml")], Duration::from_secs(20));
+    let out = w.run_env(
+        &["check", "--offline"],
+        &[("CONFIG_FILE", "config.yaml")],
+        Duration::from_secs(20),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains('✗'));
 }
@@ -120,7 +140,10 @@ fn static_binary_runs_in_an_empty_root() {
         return;
     }
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("✓ config config/config.yaml is valid"), "{stdout}");
+    assert!(
+        stdout.contains("✓ config config/config.yaml is valid"),
+        "{stdout}"
+    );
     let out = Command::new("unshare")
         .args(["--root", root.to_str().unwrap(), "/msgtrace", "--version"])
         .output()

@@ -46,7 +46,11 @@ fn assert_exactly_once(
         *seen.entry(key).or_default() += 1;
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "duplicates: {:?}", dups.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        dups.is_empty(),
+        "duplicates: {:?}",
+        dups.iter().take(5).collect::<Vec<_>>()
+    );
     let by_key: HashMap<(String, String), &miniserde::json::Object> = events
         .iter()
         .map(|e| {
@@ -62,23 +66,40 @@ fn assert_exactly_once(
     let mut missing = Vec::new();
     for x in &expected {
         match by_key.get(&(x.message_trace_id.clone(), x.recipient.clone())) {
-            None => missing.push(format!("{} {} {}", x.received, x.message_trace_id, x.recipient)),
+            None => missing.push(format!(
+                "{} {} {}",
+                x.received, x.message_trace_id, x.recipient
+            )),
             Some(e) => {
-                assert_eq!(s(e, "Subject"), Some(x.subject.as_str()), "subject byte-exact");
+                assert_eq!(
+                    s(e, "Subject"),
+                    Some(x.subject.as_str()),
+                    "subject byte-exact"
+                );
                 assert_eq!(s(e, "SenderAddress"), Some(x.sender.as_str()));
                 assert_eq!(s(e, "Status"), Some(x.status.as_str()));
                 let received = s(e, "Received").unwrap_or("");
                 if graph {
                     assert_eq!(received, x.received_graph);
                 } else {
-                    assert!(received.starts_with(&x.received), "{received} vs {}", x.received);
+                    assert!(
+                        received.starts_with(&x.received),
+                        "{received} vs {}",
+                        x.received
+                    );
                     assert!(received.ends_with('Z'));
                 }
                 assert!(e.get("@devo_pulling_id").is_some());
             }
         }
     }
-    assert!(missing.is_empty(), "{} of {} missing, e.g. {:?}", missing.len(), expected.len(), missing.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        missing.is_empty(),
+        "{} of {} missing, e.g. {:?}",
+        missing.len(),
+        expected.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
     assert_eq!(events.len(), expected.len(), "extra events delivered");
     events.len()
 }
@@ -98,12 +119,23 @@ fn rws_pull_with_faults_delivers_every_record_exactly_once() {
     });
     let cfg = Cfg::new(&emu.base_url());
     let w = setup("rws-faults", &emu, &cfg);
-    let out = w.run(&["run", "--once", "-c", "config/config.yaml"], Duration::from_secs(240));
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(240),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
     assert!(stderr.contains("Remote data is up to date!"), "{stderr}");
     assert!(stderr.contains("Pull Summary: "), "{stderr}");
-    let n = assert_exactly_once(&emu, &w, &stderr, false, "tenant-1", "office365_exchange_message", "1000");
+    let n = assert_exactly_once(
+        &emu,
+        &w,
+        &stderr,
+        false,
+        "tenant-1",
+        "office365_exchange_message",
+        "1000",
+    );
     assert!(n > 2000, "two days of data expected, got {n}");
     // Faults happened and were survived.
     let log = emu.request_log();
@@ -114,7 +146,10 @@ fn rws_pull_with_faults_delivers_every_record_exactly_once() {
         assert!(!text.contains("secret-tenant-1"), "secret leaked");
     }
     // A second run finds nothing new and sends nothing twice.
-    let again = w.run(&["run", "--once", "-c", "config/config.yaml"], Duration::from_secs(60));
+    let again = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
     assert!(again.status.success());
     let events = json_lines(&w.read("events.jsonl"));
     assert_eq!(events.len(), n);
@@ -136,10 +171,21 @@ fn graph_pull_delivers_each_recipient_and_stays_within_budget() {
     cfg.graph = true;
     cfg.cutoff_days = 3;
     let w = setup("graph", &emu, &cfg);
-    let out = w.run(&["run", "--once", "-c", "config/config.yaml"], Duration::from_secs(240));
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(240),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
-    assert_exactly_once(&emu, &w, &stderr, true, "tenant-1", "office365_exchange_message", "1000");
+    assert_exactly_once(
+        &emu,
+        &w,
+        &stderr,
+        true,
+        "tenant-1",
+        "office365_exchange_message",
+        "1000",
+    );
     let known = emu.known_message("tenant-1").expect("known message");
     let events = json_lines(&w.read("events.jsonl"));
     let five: Vec<_> = events
@@ -148,9 +194,16 @@ fn graph_pull_delivers_each_recipient_and_stays_within_budget() {
         .collect();
     assert_eq!(five.len(), 5, "one event per recipient");
     assert!(emu.graph_requests_in_any_5min() <= 100);
-    let graph_requests = emu.request_log().iter().filter(|r| r.api == "graph").count();
+    let graph_requests = emu
+        .request_log()
+        .iter()
+        .filter(|r| r.api == "graph")
+        .count();
     // Three days of backfill in windows of up to 10 days: a handful of requests.
-    assert!(graph_requests < 20, "{graph_requests} Graph requests for a 3-day backfill");
+    assert!(
+        graph_requests < 20,
+        "{graph_requests} Graph requests for a 3-day backfill"
+    );
 }
 
 #[test]
@@ -159,12 +212,18 @@ fn wrong_secret_is_setup_error_100_without_the_secret() {
     let mut cfg = Cfg::new(&emu.base_url());
     cfg.tenants[0].3 = "wrong-secret-value".into();
     let w = setup("wrong-secret", &emu, &cfg);
-    let out = w.run(&["run", "--once", "-c", "config/config.yaml"], Duration::from_secs(60));
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("SetupError(100)"), "{stderr}");
     assert!(stderr.contains("AADSTS7000215"), "{stderr}");
-    assert!(stderr.contains("office365_exchange_message#1000"), "{stderr}");
+    assert!(
+        stderr.contains("office365_exchange_message#1000"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("wrong-secret-value"));
 }
 
@@ -179,10 +238,16 @@ fn rws_retirement_points_to_graph() {
     });
     let cfg = Cfg::new(&emu.base_url());
     let w = setup("retired", &emu, &cfg);
-    let out = w.run(&["run", "--once", "-c", "config/config.yaml"], Duration::from_secs(60));
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("office365_exchange_message_graph_service"), "{stderr}");
+    assert!(
+        stderr.contains("office365_exchange_message_graph_service"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -196,11 +261,20 @@ fn graph_service_principal_missing_is_explained() {
     let mut cfg = Cfg::new(&emu.base_url());
     cfg.graph = true;
     let w = setup("sp-missing", &emu, &cfg);
-    let out = w.run(&["run", "--once", "-c", "config/config.yaml"], Duration::from_secs(60));
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(stderr.contains("Service principal-less authentication failed"), "{stderr}");
-    assert!(stderr.contains("8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"), "{stderr}");
+    assert!(
+        stderr.contains("Service principal-less authentication failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -213,7 +287,11 @@ fn sigterm_stops_a_running_collector_within_five_seconds() {
     // Let it pull and settle into its wait between periods.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !w.read("stderr.log").contains("Remote data is up to date!") {
-        assert!(std::time::Instant::now() < deadline, "{}", w.read("stderr.log"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            w.read("stderr.log")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let t = std::time::Instant::now();
@@ -225,9 +303,15 @@ fn sigterm_stops_a_running_collector_within_five_seconds() {
     let mut p2 = w.spawn(&["run", "-c", "config/config.yaml"], &[]);
     std::thread::sleep(Duration::from_millis(500));
     p2.signal("HUP");
-    assert!(p2.wait(Duration::from_millis(700)).is_none(), "SIGHUP must not stop msgtrace");
+    assert!(
+        p2.wait(Duration::from_millis(700)).is_none(),
+        "SIGHUP must not stop msgtrace"
+    );
     p2.signal("INT");
-    assert!(p2.wait(Duration::from_secs(5)).expect("SIGINT stops").success());
+    assert!(p2
+        .wait(Duration::from_secs(5))
+        .expect("SIGINT stops")
+        .success());
 }
 
 #[test]
@@ -236,7 +320,10 @@ fn statistics_lines_with_a_short_interval() {
     let mut cfg = Cfg::new(&emu.base_url());
     cfg.period = 3600;
     let w = setup("stats", &emu, &cfg);
-    let mut p = w.spawn(&["run", "-c", "config/config.yaml"], &[("MSGTRACE_STATS_INTERVAL_SECS", "1")]);
+    let mut p = w.spawn(
+        &["run", "-c", "config/config.yaml"],
+        &[("MSGTRACE_STATS_INTERVAL_SECS", "1")],
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let log = w.read("stderr.log");

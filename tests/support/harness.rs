@@ -29,10 +29,8 @@ pub struct Workdir {
 impl Workdir {
     pub fn new(name: &str) -> Workdir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "it-{name}-{}-{n}",
-            std::process::id()
-        ));
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("it-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(path.join("config")).unwrap();
         std::fs::create_dir_all(path.join("certs")).unwrap();
@@ -161,7 +159,7 @@ pub fn wait_with_deadline(mut child: Child, deadline: Duration) -> Output {
         }
         if start.elapsed() > deadline {
             let _ = child.kill();
-            let st = child.wait().unwrap();
+            let _ = child.wait();
             let stderr = t_err.join().unwrap_or_default();
             panic!(
                 "msgtrace did not finish within {deadline:?}; stderr:\n{}",
