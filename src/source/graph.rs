@@ -454,6 +454,8 @@ struct Parser<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
+    /// A string since the last reset held a lone surrogate escape.
+    lone: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -462,6 +464,7 @@ impl<'a> Parser<'a> {
             s,
             b: s.as_bytes(),
             i: 0,
+            lone: false,
         }
     }
 
@@ -507,10 +510,16 @@ impl<'a> Parser<'a> {
             Some(b'"') => Ok(Value::Text(self.string()?)),
             Some(b'{' | b'[') => {
                 let from = self.i;
+                let outer_lone = std::mem::take(&mut self.lone);
                 self.nested(depth)?;
-                Ok(Value::Raw(Cow::Borrowed(
-                    self.s.get(from..self.i).unwrap_or(""),
-                )))
+                let raw = self.s.get(from..self.i).unwrap_or("");
+                let raw = if self.lone {
+                    Cow::Owned(replace_lone_surrogates(raw))
+                } else {
+                    Cow::Borrowed(raw)
+                };
+                self.lone |= outer_lone;
+                Ok(Value::Raw(raw))
             }
             Some(b't') => self.lit(b"true").map(|()| Value::Bool(true)),
             Some(b'f') => self.lit(b"false").map(|()| Value::Bool(false)),
@@ -636,10 +645,14 @@ impl<'a> Parser<'a> {
                                 .unwrap_or('\u{FFFD}')
                         } else {
                             self.i = save;
+                            self.lone = true;
                             '\u{FFFD}'
                         }
                     } else {
-                        char::from_u32(hi).unwrap_or('\u{FFFD}')
+                        char::from_u32(hi).unwrap_or_else(|| {
+                            self.lone = true;
+                            '\u{FFFD}'
+                        })
                     }
                 }
                 _ => return Err(Error::Malformed("bad escape in a JSON string".into())),
@@ -657,6 +670,50 @@ impl<'a> Parser<'a> {
         self.i += 4;
         u32::from_str_radix(h, 16).map_err(|_| Error::Malformed("bad \\u escape".into()))
     }
+}
+
+/// Valid JSON text with each lone surrogate escape (`\ud800` without its pair)
+/// written `\ufffd`, as lone surrogates are decoded elsewhere: many JSON readers
+/// refuse them.
+fn replace_lone_surrogates(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let hex = |at: usize| -> Option<u32> {
+        let h = raw.get(at..at + 4)?;
+        if h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            u32::from_str_radix(h, 16).ok()
+        } else {
+            None
+        }
+    };
+    let mut out = String::with_capacity(raw.len());
+    let mut run = 0;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2; // `\\`, `\"`, …: never the start of a `\u`
+            continue;
+        }
+        let code = hex(i + 2).unwrap_or(0);
+        let paired_low = b.get(i + 6) == Some(&b'\\')
+            && b.get(i + 7) == Some(&b'u')
+            && hex(i + 8).is_some_and(|lo| (0xDC00..0xE000).contains(&lo));
+        if (0xD800..0xDC00).contains(&code) && paired_low {
+            i += 12;
+        } else if (0xD800..0xE000).contains(&code) {
+            out.push_str(raw.get(run..i).unwrap_or(""));
+            out.push_str("\\ufffd");
+            i += 6;
+            run = i;
+        } else {
+            i += 6;
+        }
+    }
+    out.push_str(raw.get(run..).unwrap_or(""));
+    out
 }
 
 #[cfg(test)]
@@ -685,6 +742,21 @@ mod tests {
         assert!(strings(r#""\x""#).is_err());
         assert!(strings(r#""\u12""#).is_err());
         assert!(strings(r#""open"#).is_err());
+    }
+
+    #[test]
+    fn lone_surrogates_in_raw_json() {
+        assert_eq!(
+            replace_lone_surrogates(r#"["\ud800x","\ud83d\ude00","\\ud800","\udc00\u0041"]"#),
+            r#"["\ufffdx","\ud83d\ude00","\\ud800","\ufffd\u0041"]"#
+        );
+        let mut p = Parser::new(r#"{"a":["\ud800"],"b":"\ud83d\ude00"}"#);
+        assert_eq!(
+            p.value(0).unwrap(),
+            Value::Raw(Cow::Owned(r#"{"a":["\ufffd"],"b":"\ud83d\ude00"}"#.into()))
+        );
+        let mut p = Parser::new(r#"{"b":"\ud83d\ude00"}"#);
+        assert!(matches!(p.value(0).unwrap(), Value::Raw(Cow::Borrowed(_))));
     }
 
     #[test]
