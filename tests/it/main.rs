@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod e2e;
 mod emulator_tests;
+mod fuzz_replay;
 mod outputs;
 mod sources;
 mod state;
