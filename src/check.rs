@@ -244,6 +244,10 @@ fn state_dir_step(dir: &Path) -> Step {
     }
 }
 
+/// Retries of the one small query in `check` (bounded further by the service's own
+/// `requests_retries_before_error_in_units`).
+pub const CHECK_RETRIES: u32 = 3;
+
 /// The live steps of `msgtrace check`, per enabled input then per output: token
 /// obtained, the token's `roles` hold the needed permission, the message-trace service
 /// answers one small query; each output accepts a handshake (or, for `file`, its path
@@ -316,10 +320,24 @@ pub fn online_steps(cfg: &Config) -> Vec<Step> {
                 crate::source::graph::query_url(&svc.graph_url, start, end, 1)
             }
         };
-        let answer = agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {token}"))
-            .call();
+        // Transient answers (429, 5xx, network) are retried like the puller does, so a
+        // passing hiccup does not fail the check.
+        let mut attempt = 0;
+        let answer = loop {
+            let a = agent
+                .get(&url)
+                .header("Authorization", format!("Bearer {token}"))
+                .call();
+            let transient = match &a {
+                Ok(r) => matches!(r.status().as_u16(), 429 | 500..=599),
+                Err(_) => true,
+            };
+            if !transient || attempt >= svc.retries.min(CHECK_RETRIES) {
+                break a;
+            }
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_secs(svc.retry_wait_secs.min(2)));
+        };
         match answer {
             Ok(resp) if resp.status().as_u16() == 200 => {
                 steps.push(Step::pass(format!("{who}: message trace service answers")));
