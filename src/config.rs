@@ -1113,7 +1113,7 @@ pub const SERVICE_KEYS: &[KeyDoc] = &[
     KeyDoc { name: "override_base_auth_url", ty: "URL", range: "https", default: "https://login.microsoftonline.com", meaning: "token endpoint scheme+host; `/{tenant_id}/oauth2/token` is added (sovereign clouds such as `login.microsoftonline.us`, tests)" },
     KeyDoc { name: "override_base_resource_url", ty: "URL", range: "https", default: "https://outlook.office365.com", meaning: "`resource` of the Reporting Web Service token (sovereign clouds, tests)" },
     KeyDoc { name: "override_graph_url", ty: "URL", range: "https", default: "https://graph.microsoft.com", meaning: "Graph scheme+host; `/v1.0/admin/exchange/tracing/messageTraces` is added unless present (tests)" },
-    KeyDoc { name: "ca_file", ty: "path", range: "–", default: "–", meaning: "extra trust anchors (PEM) for Microsoft endpoints: TLS-inspecting proxies, tests" },
+    KeyDoc { name: "ca_file", ty: "path", range: "–", default: "–", meaning: "trust anchors (PEM) for Microsoft endpoints, used instead of the built-in roots: TLS-inspecting proxies, tests" },
     KeyDoc { name: "max_requests_per_5_minutes", ty: "int", range: "1–100", default: "100", meaning: "Graph only: this collector's share of the tenant's 100 requests per 5 minutes" },
 ];
 

@@ -7,6 +7,7 @@ pub mod harness;
 #[path = "../support/receivers.rs"]
 pub mod receivers;
 
+mod check;
 mod cli;
 mod config;
 mod e2e;
