@@ -14,9 +14,10 @@
 #
 # Idempotent; not part of `make test`. Always exits 0 and ends with a summary naming the
 # targets built and those not built, with the reason. Set MSGTRACE_CROSS_STRICT=1 to exit
-# 1 when any target was not built.
+# 1 when any target was not built. MSGTRACE_CROSS_ROOT=DIR builds the crate in DIR instead
+# of this repository (to prove the toolchain on a stand-in crate while this one is broken).
 set -u
-cd "$(dirname "$0")/../.." || exit 0
+cd "${MSGTRACE_CROSS_ROOT:-$(dirname "$0")/../..}" || exit 0
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 NO_INSTALL=${MSGTRACE_CROSS_NO_INSTALL:-}
@@ -95,7 +96,7 @@ build() {
         fi
       fi
       say "$ran"
-      BUILT+=("$arch: $target ($flavour), $(stat -c %s "$out") bytes, $out; $ran")
+      BUILT+=("$arch: $target ($flavour), $(stat -c %s "$out") bytes, $out; $ran${why:+; first choice not used: $why}")
       return
     fi
     why="${why}${why:+; }cargo build --target $target failed (see above)"
