@@ -321,7 +321,7 @@ fn systemd_unit_has_every_hardening_key() {
     }
     assert!(unit.contains("WantedBy=multi-user.target"));
     // The config the unit reads finds its secrets and state where the unit puts them.
-    let cfg = read(&deploy("systemd/config.yaml"));
+    let cfg = filled("systemd/config.yaml");
     for needle in [
         "client_secret_file: ${CREDENTIALS_DIRECTORY}/client_secret",
         "key: ${CREDENTIALS_DIRECTORY}/devo.key",
@@ -401,6 +401,13 @@ fn readme_gives_each_recipe() {
 
 // ---------------------------------------------------------------- the real binary
 
+/// The sample configs with their `<tenant_id>`/`<client_id>` placeholders filled in.
+fn filled(name: &str) -> String {
+    read(&deploy(name))
+        .replace("<tenant_id>", "7a1e2f0c-3b4d-4e5f-8a9b-0c1d2e3f4a5b")
+        .replace("<client_id>", "0f9e8d7c-6b5a-4f3e-9d2c-1b0a9f8e7d6c")
+}
+
 /// A self-signed certificate and key in PEM, standing in for Devo's.
 fn cert_and_key() -> (String, String) {
     let ck =
@@ -432,7 +439,7 @@ fn sample_configs_pass_check_offline() {
     }
     let secret = dir.join("secrets/o365_client_secret");
     std::fs::write(&secret, "not-a-real-secret\n").expect("secret");
-    let cfg = read(&deploy("config/config.yaml")).replace(
+    let cfg = filled("config/config.yaml").replace(
         "/run/secrets/o365_client_secret",
         &secret.display().to_string(),
     );
@@ -454,7 +461,7 @@ fn sample_configs_pass_check_offline() {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
     let d = dir.display().to_string();
-    let cfg = read(&deploy("systemd/config.yaml"))
+    let cfg = filled("systemd/config.yaml")
         .replace("/etc/msgtrace/certs", &format!("{d}/certs"))
         .replace("/var/lib/msgtrace", &format!("{d}/state"));
     std::fs::write(dir.join("config.yaml"), cfg).expect("config");
