@@ -10,6 +10,7 @@ pub mod receivers;
 mod check;
 mod cli;
 mod config;
+mod deploy;
 mod e2e;
 mod emulator_tests;
 mod fuzz_replay;
