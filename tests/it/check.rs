@@ -10,8 +10,14 @@ fn check(emu: &Emulator, cfg: &Cfg, name: &str) -> (Option<i32>, String) {
     let w = Workdir::new(name);
     emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
     w.write("config/config.yaml", &cfg.yaml());
-    let out = w.run(&["check", "-c", "config/config.yaml"], Duration::from_secs(60));
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = w.run(
+        &["check", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -41,7 +47,10 @@ fn wrong_secret_fails_the_token_step() {
     cfg.tenants[0].3 = "not-the-secret".into();
     let (code, out) = check(&emu, &cfg, "check-secret");
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("✗") && out.contains("SetupError(100)"), "{out}");
+    assert!(
+        out.contains("✗") && out.contains("SetupError(100)"),
+        "{out}"
+    );
     assert!(out.contains("check client_id and client_secret"), "{out}");
     assert!(!out.contains("not-the-secret"));
 }
@@ -74,7 +83,10 @@ fn graph_service_principal_missing_fails_the_service_step() {
     cfg.graph = true;
     let (code, out) = check(&emu, &cfg, "check-sp");
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"), "{out}");
+    assert!(
+        out.contains("New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -150,3 +150,27 @@ fn static_binary_runs_in_an_empty_root() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("release)"));
 }
+
+/// The README's configuration reference is the validator's own table, so the two
+/// cannot drift; and it keeps its two set-up commands.
+#[test]
+fn readme_carries_the_validators_key_table() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let table = msgtrace::config::reference_table_markdown();
+    assert!(
+        readme.contains(&table),
+        "README's service key table differs from config::SERVICE_KEYS:\n{table}"
+    );
+    for cmd in ["make demo", "make test"] {
+        assert!(readme.contains(cmd), "README lost `{cmd}`");
+    }
+    for code in 0..=20 {
+        assert!(
+            readme.contains(&format!("InitVariablesError({code})"))
+                || readme.contains(&format!("({code})")),
+            "README troubleshooting lacks code {code}"
+        );
+    }
+}
