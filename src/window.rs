@@ -158,8 +158,10 @@ impl Dedup {
     pub fn finish_window(&mut self) -> Vec<u64> {
         let edge = std::mem::take(&mut self.edge_next);
         self.edge_prev = edge.iter().copied().collect();
-        self.window.clear();
-        self.unconfirmed.clear();
+        // Drop, not clear: a large window's set must not stay allocated while the tenant
+        // idles between periods.
+        self.window = HashSet::new();
+        self.unconfirmed = Vec::new();
         edge
     }
 }
