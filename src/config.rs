@@ -2296,6 +2296,25 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
         }
     };
     let max_req = c.int(&s, "max_requests_per_5_minutes", 1, 100, 100, (None, None));
+    // Graph message trace exists in the worldwide cloud only: a sovereign-cloud token or
+    // Graph endpoint can never serve it, so say so now rather than fail every pull.
+    if api == Api::Graph {
+        for key in ["override_base_auth_url", "override_graph_url"] {
+            if let Some(e) = s.opt(key) {
+                if let Value::Str(v) = &e.node.value {
+                    if let Some(cloud) = sovereign_cloud(v) {
+                        c.err(
+                            e.node.pos,
+                            if key == "override_base_auth_url" { Some(9) } else { None },
+                            &s.path(key),
+                            format!("{cloud} is a sovereign cloud, and Microsoft Graph message trace exists in the worldwide cloud only"),
+                            "use office365_exchange_message_service (Reporting Web Service) for this tenant, or remove the override",
+                        );
+                    }
+                }
+            }
+        }
+    }
     let only = |key: &str, needs: Api| (s.opt(key), needs);
     for (entry, needs) in [
         only("max_requests_per_5_minutes", Api::Graph),
@@ -2332,6 +2351,39 @@ fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> 
         ca_file,
         max_requests_per_5_minutes: u32::try_from(max_req).unwrap_or(100),
     })
+}
+
+/// The sovereign cloud a Microsoft endpoint URL belongs to, if any.
+pub fn sovereign_cloud(url: &str) -> Option<&'static str> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    const CLOUDS: [(&str, &str); 6] = [
+        ("login.microsoftonline.us", "US Government (GCC High/DoD)"),
+        ("graph.microsoft.us", "US Government (GCC High)"),
+        ("dod-graph.microsoft.us", "US Government (DoD)"),
+        (
+            "login.chinacloudapi.cn",
+            "Microsoft Azure operated by 21Vianet",
+        ),
+        (
+            "login.partner.microsoftonline.cn",
+            "Microsoft Azure operated by 21Vianet",
+        ),
+        (
+            "microsoftgraph.chinacloudapi.cn",
+            "Microsoft Azure operated by 21Vianet",
+        ),
+    ];
+    CLOUDS
+        .iter()
+        .find(|(h, _)| host == *h)
+        .map(|(_, name)| *name)
 }
 
 fn url(c: &mut Checker<'_>, s: &Fields<'_>, key: &str, default: &str, code: Option<u8>) -> String {
