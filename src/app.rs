@@ -80,7 +80,7 @@ fn cmd_run(c: &RunCmd) -> Result<u8> {
         env!("CARGO_PKG_VERSION"),
         version_line(),
         cfg.path.display(),
-        time::rfc3339(time::now())
+        humantime::format_rfc3339_micros(std::time::SystemTime::now())
     );
     crate::run::run(&cfg, c.once)
 }
