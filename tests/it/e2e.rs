@@ -119,11 +119,26 @@ fn rws_pull_with_faults_delivers_every_record_exactly_once() {
     });
     let cfg = Cfg::new(&emu.base_url());
     let w = setup("rws-faults", &emu, &cfg);
-    let out = w.run(
-        &["run", "--once", "-c", "config/config.yaml"],
-        Duration::from_secs(240),
-    );
+    // Mid-run, every issued token is revoked: the collector must renew at once on the
+    // 401 and retry, losing nothing.
+    let out = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            emu.revoke_tokens();
+        });
+        w.run(
+            &["run", "--once", "-c", "config/config.yaml"],
+            Duration::from_secs(240),
+        )
+    });
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let tokens = emu
+        .request_log()
+        .iter()
+        .filter(|r| r.api == "token")
+        .count();
+    eprintln!("rws: {tokens} token request(s)");
+    assert!(tokens >= 2, "the token was never renewed");
     assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
     assert!(stderr.contains("Remote data is up to date!"), "{stderr}");
     assert!(stderr.contains("Pull Summary: "), "{stderr}");
@@ -160,9 +175,10 @@ fn graph_pull_delivers_each_recipient_and_stays_within_budget() {
     let emu = Emulator::start(EmuOptions {
         graph_max_top: 5000,
         token_lifetime_secs: 20,
+        records_per_hour: 240,
         faults: Faults {
-            rate_503: 0.1,
-            rate_cut: 0.1,
+            rate_503: 0.3,
+            rate_cut: 0.3,
             ..Faults::default()
         },
         ..EmuOptions::default()
@@ -194,12 +210,22 @@ fn graph_pull_delivers_each_recipient_and_stays_within_budget() {
         .collect();
     assert_eq!(five.len(), 5, "one event per recipient");
     assert!(emu.graph_requests_in_any_5min() <= 100);
+    let log = emu.request_log();
+    assert!(
+        log.iter()
+            .any(|r| r.api == "graph" && (r.status == 503 || r.cut)),
+        "no Graph fault was injected"
+    );
     let graph_requests = emu
         .request_log()
         .iter()
         .filter(|r| r.api == "graph")
         .count();
     // Three days of backfill in windows of up to 10 days: a handful of requests.
+    eprintln!(
+        "graph backfill: {} events, {graph_requests} Graph request(s) incl. retried faults",
+        events.len()
+    );
     assert!(
         graph_requests < 20,
         "{graph_requests} Graph requests for a 3-day backfill"
