@@ -90,7 +90,8 @@
 //! `rate_token_503` does the same for token requests (503). `set_faults` switches them
 //! at runtime. Other fault-like behaviours are options: `token_lifetime_secs` (short-lived
 //! tokens), `revoke_tokens()` (401 on the next data request), a tenant's
-//! `service_principal_missing`, `roles` without the needed permission (403), and the
+//! `service_principal_missing`, a tenant's `unavailable` (every data request of that
+//! tenant answers 503, without the `max_consecutive` bound), `roles` without the needed permission (403), and the
 //! 10-day RWS / 90-day Graph limits, which are always on.
 
 #![allow(dead_code, unused_imports)]
@@ -124,6 +125,9 @@ pub struct TenantSpec {
     pub roles: Vec<String>,
     /// Graph answers 401 "Service principal-less authentication failed".
     pub service_principal_missing: bool,
+    /// Every data request of this tenant answers 503 (a 503 storm of one tenant, not
+    /// bounded by `max_consecutive`; the global `Faults` stay as they are for the others).
+    pub unavailable: bool,
 }
 
 impl TenantSpec {
@@ -135,6 +139,7 @@ impl TenantSpec {
             client_secret: format!("secret-{tenant_id}"),
             roles: vec![ROLE_RWS.to_string(), ROLE_GRAPH.to_string()],
             service_principal_missing: false,
+            unavailable: false,
         }
     }
     pub fn with_secret(mut self, secret: &str) -> TenantSpec {

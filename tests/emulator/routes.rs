@@ -282,6 +282,11 @@ fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Faul
     f
 }
 
+/// The tenant is in a 503 storm (`TenantSpec::unavailable`).
+fn storm(sh: &Shared, ti: usize) -> bool {
+    sh.opts.tenants.get(ti).is_some_and(|t| t.unavailable)
+}
+
 /// Cut point: the middle of the middle entry (or of the body).
 fn cut_point(body: &[u8], marker: &[u8]) -> usize {
     let starts: Vec<usize> = body
@@ -458,12 +463,16 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             Err(_) => return (tenant, odata_error(400, "", "Invalid $skiptoken.")),
         },
     };
-    let fault = decide(
-        sh,
-        &format!("{tenant} {}?{}", req.path, req.raw_query),
-        [faults.rate_429, faults.rate_503, faults.rate_cut],
-        faults.max_consecutive,
-    );
+    let fault = if storm(sh, ti) {
+        Fault::Unavailable
+    } else {
+        decide(
+            sh,
+            &format!("{tenant} {}?{}", req.path, req.raw_query),
+            [faults.rate_429, faults.rate_503, faults.rate_cut],
+            faults.max_consecutive,
+        )
+    };
     match fault {
         Fault::TooMany => {
             return (
@@ -779,12 +788,16 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             }
         },
     };
-    let fault = decide(
-        sh,
-        &format!("{tenant} {}?{}", req.path, req.raw_query),
-        [faults.rate_429, faults.rate_503, faults.rate_cut],
-        faults.max_consecutive,
-    );
+    let fault = if storm(sh, ti) {
+        Fault::Unavailable
+    } else {
+        decide(
+            sh,
+            &format!("{tenant} {}?{}", req.path, req.raw_query),
+            [faults.rate_429, faults.rate_503, faults.rate_cut],
+            faults.max_consecutive,
+        )
+    };
     match fault {
         Fault::TooMany => {
             return (
