@@ -678,3 +678,31 @@ fn check_and_state_show_cover_every_tenant_one_block_each() {
     assert_eq!(after.matches("  file: ").count(), 3, "{after}");
     assert!(!after.contains("no state yet"), "{after}");
 }
+
+/// Peak RSS when every tenant's page is large enough to fill a delivery batch and its
+/// dedup set (Graph, one day in one window): what stays allocated per tenant shows here.
+#[test]
+fn hundred_busy_tenants_peak_rss() {
+    const N: usize = 100;
+    let tenants = many_tenants(N);
+    let specs: Vec<TenantSpec> = tenants.iter().map(|t| TenantSpec::new(&t.1)).collect();
+    let emu = Emulator::start(EmuOptions {
+        records_per_hour: 40,
+        ..small_data(specs)
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = tenants;
+    cfg.graph = true;
+    cfg.cutoff_days = 1;
+    cfg.window = 86_400;
+    let w = setup("hundred-busy", &emu, &cfg.yaml());
+    let m = w.run_measured(RUN_ONCE, Duration::from_secs(240));
+    assert!(m.status.success(), "{}", m.stderr);
+    let (keys, dups) = dup_count(&w);
+    eprintln!(
+        "[tenants] 100 busy Graph tenants ({keys} records, {dups} twice): wall {:.2} s, peak RSS {}",
+        m.wall.as_secs_f64(),
+        mib(m.peak_rss_kib)
+    );
+    assert_eq!(dups, 0);
+}
