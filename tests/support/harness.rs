@@ -377,10 +377,13 @@ pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
 impl Workdir {
     /// Run `msgtrace ARGS` here with a deadline, polling its peak RSS (VmHWM) every
     /// 10 ms until it exits. stderr goes to `measured-stderr.log` (no pipe to fill).
+    /// `MSGTRACE_MEASURE_BIN` (an absolute path) runs another build instead, e.g. the
+    /// release binary, whose figures are the ones SPEC §9 budgets.
     pub fn run_measured(&self, args: &[&str], deadline: Duration) -> Measured {
         let log = self.path.join("measured-stderr.log");
         let started = Instant::now();
-        let mut child = Command::new(bin())
+        let exe = std::env::var_os("MSGTRACE_MEASURE_BIN").map_or_else(bin, PathBuf::from);
+        let mut child = Command::new(exe)
             .args(args)
             .current_dir(&self.path)
             .env_remove("CONFIG_FILE")
