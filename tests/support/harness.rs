@@ -382,7 +382,9 @@ impl Workdir {
     pub fn run_measured(&self, args: &[&str], deadline: Duration) -> Measured {
         let log = self.path.join("measured-stderr.log");
         let started = Instant::now();
-        let exe = std::env::var_os("MSGTRACE_MEASURE_BIN").map_or_else(bin, PathBuf::from);
+        let exe = std::env::var_os("MSGTRACE_MEASURE_BIN")
+            .filter(|v| !v.is_empty())
+            .map_or_else(bin, PathBuf::from);
         let mut child = Command::new(exe)
             .args(args)
             .current_dir(&self.path)
