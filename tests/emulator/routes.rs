@@ -49,6 +49,9 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
             Response::new(404, "text/plain", "not found\n"),
         )
     };
+    if api == "rws" || api == "graph" {
+        slow_down(sh, &tenant);
+    }
     let at = Instant::now();
     let mut st = sh.lock();
     st.requests.push(RequestEntry {
@@ -280,6 +283,19 @@ fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Faul
     };
     e.1 = if f == Fault::None { 0 } else { e.1 + 1 };
     f
+}
+
+/// A slow tenant (`TenantSpec::slow_ms`): wait before answering, in small steps so
+/// that stopping the emulator is not held up.
+fn slow_down(sh: &Shared, tenant: &str) {
+    let ms = sh
+        .tenant_index(tenant)
+        .and_then(|i| sh.opts.tenants.get(i))
+        .map_or(0, |t| t.slow_ms);
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until && !sh.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The tenant is in a 503 storm (`TenantSpec::unavailable`).

@@ -823,3 +823,50 @@ fn takeover_at_a_record_exact_second_delivers_it_once_and_nothing_before() {
         fmt_z(x)
     );
 }
+
+/// A tenant whose every request is slow holds one worker at a time, never all of them:
+/// the others catch up at their own pace, and SIGTERM still stops within 5 s.
+#[test]
+fn a_slow_tenant_does_not_hold_up_the_others() {
+    let tenants = many_tenants(6);
+    let specs: Vec<TenantSpec> = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut spec = TenantSpec::new(&t.1);
+            spec.slow_ms = if i == 0 { 1500 } else { 0 };
+            spec
+        })
+        .collect();
+    let emu = Emulator::start(small_data(specs));
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = tenants.clone();
+    cfg.cutoff_days = 1;
+    cfg.period = 3600;
+    let slow = input_name(&tenants[0].0);
+    let w = setup("slow", &emu, &cfg.yaml());
+    let started = Instant::now();
+    let mut p = w.spawn(&["run", "-c", "config/config.yaml"], &[]);
+    let others: Vec<String> = tenants[1..].iter().map(|t| input_name(&t.0)).collect();
+    let log = wait_log(&w, Duration::from_secs(60), "the other tenants", |log| {
+        others
+            .iter()
+            .all(|i| count_lines(log, i, "Remote data is up to date!") > 0)
+    });
+    let elapsed = started.elapsed();
+    let slow_windows = count_lines(&log, &slow, "Running a new pipeline");
+    let t = Instant::now();
+    p.signal("TERM");
+    let st = p.wait(Duration::from_secs(6)).expect("stopped");
+    let stop = t.elapsed();
+    eprintln!(
+        "[tenants] slow tenant (1.5 s a request): 5 others up to date after {:.2} s while it ran {slow_windows} window(s); stopped {:.2} s after SIGTERM",
+        elapsed.as_secs_f64(),
+        stop.as_secs_f64()
+    );
+    assert!(st.success(), "{st:?}");
+    assert!(stop < Duration::from_secs(5));
+    assert_eq!(count_lines(&log, &slow, "Remote data is up to date!"), 0);
+    // Each window of the slow tenant takes 1.5 s: the others finished meanwhile.
+    assert!(slow_windows < 23, "the slow tenant was not slow");
+}
