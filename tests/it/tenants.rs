@@ -870,3 +870,43 @@ fn a_slow_tenant_does_not_hold_up_the_others() {
     // Each window of the slow tenant takes 1.5 s: the others finished meanwhile.
     assert!(slow_windows < 23, "the slow tenant was not slow");
 }
+
+/// The way back (Graph → Reporting Web Service) is the same takeover: Graph's last window
+/// `[s, X]` included the whole second X, which the RWS window `[X, ...)` returns again —
+/// the carried edge keys filter those, so nothing comes twice and nothing is skipped.
+#[test]
+fn move_back_from_graph_to_rws_repeats_nothing() {
+    let emu = Emulator::start(EmuOptions {
+        records_per_hour: 60,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.graph = true;
+    cfg.cutoff_days = 1;
+    let input = input_name("");
+    let w = setup("move-back", &emu, &cfg.yaml());
+    let out = w.run(RUN_ONCE, Duration::from_secs(60));
+    let glog = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{glog}");
+    let start = logged_start(&glog, &input).expect("start logged");
+    let x = final_cursor(&w.file("state"), "1000", GRAPH).window_start;
+    std::thread::sleep(Duration::from_millis(2100));
+    cfg.graph = false;
+    w.write("config/config.yaml", &cfg.yaml());
+    let out = w.run(RUN_ONCE, Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("took over the cursor of {GRAPH}")),
+        "{log}"
+    );
+    let end = final_cursor(&w.file("state"), "1000", RWS).window_start;
+    assert!(end > x);
+    assert_keys_match(
+        &w,
+        &emu.expected("tenant-1", start, end, crate::emulator::now_secs()),
+    );
+    let (keys, dups) = dup_count(&w);
+    eprintln!("[tenants] move back to RWS: {keys} records, {dups} delivered twice");
+    assert_eq!(dups, 0);
+}
