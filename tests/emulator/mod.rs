@@ -90,7 +90,9 @@
 //! `rate_token_503` does the same for token requests (503). `set_faults` switches them
 //! at runtime. Other fault-like behaviours are options: `token_lifetime_secs` (short-lived
 //! tokens), `revoke_tokens()` (401 on the next data request), a tenant's
-//! `service_principal_missing`, `roles` without the needed permission (403), and the
+//! `service_principal_missing`, a tenant's `unavailable` (every data request of that
+//! tenant answers 503, without the `max_consecutive` bound), a tenant's `slow_ms` (its
+//! data requests are answered that late), `roles` without the needed permission (403), and the
 //! 10-day RWS / 90-day Graph limits, which are always on.
 
 #![allow(dead_code, unused_imports)]
@@ -124,6 +126,12 @@ pub struct TenantSpec {
     pub roles: Vec<String>,
     /// Graph answers 401 "Service principal-less authentication failed".
     pub service_principal_missing: bool,
+    /// Every data request of this tenant answers 503 (a 503 storm of one tenant, not
+    /// bounded by `max_consecutive`; the global `Faults` stay as they are for the others).
+    pub unavailable: bool,
+    /// Every data request of this tenant is answered this many milliseconds late (a
+    /// slow tenant; the wait ends early when the emulator stops).
+    pub slow_ms: u64,
 }
 
 impl TenantSpec {
@@ -135,6 +143,8 @@ impl TenantSpec {
             client_secret: format!("secret-{tenant_id}"),
             roles: vec![ROLE_RWS.to_string(), ROLE_GRAPH.to_string()],
             service_principal_missing: false,
+            unavailable: false,
+            slow_ms: 0,
         }
     }
     pub fn with_secret(mut self, secret: &str) -> TenantSpec {

@@ -49,6 +49,9 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
             Response::new(404, "text/plain", "not found\n"),
         )
     };
+    if api == "rws" || api == "graph" {
+        slow_down(sh, &tenant);
+    }
     let at = Instant::now();
     let mut st = sh.lock();
     st.requests.push(RequestEntry {
@@ -282,6 +285,24 @@ fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Faul
     f
 }
 
+/// A slow tenant (`TenantSpec::slow_ms`): wait before answering, in small steps so
+/// that stopping the emulator is not held up.
+fn slow_down(sh: &Shared, tenant: &str) {
+    let ms = sh
+        .tenant_index(tenant)
+        .and_then(|i| sh.opts.tenants.get(i))
+        .map_or(0, |t| t.slow_ms);
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until && !sh.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The tenant is in a 503 storm (`TenantSpec::unavailable`).
+fn storm(sh: &Shared, ti: usize) -> bool {
+    sh.opts.tenants.get(ti).is_some_and(|t| t.unavailable)
+}
+
 /// Cut point: the middle of the middle entry (or of the body).
 fn cut_point(body: &[u8], marker: &[u8]) -> usize {
     let starts: Vec<usize> = body
@@ -458,12 +479,16 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             Err(_) => return (tenant, odata_error(400, "", "Invalid $skiptoken.")),
         },
     };
-    let fault = decide(
-        sh,
-        &format!("{tenant} {}?{}", req.path, req.raw_query),
-        [faults.rate_429, faults.rate_503, faults.rate_cut],
-        faults.max_consecutive,
-    );
+    let fault = if storm(sh, ti) {
+        Fault::Unavailable
+    } else {
+        decide(
+            sh,
+            &format!("{tenant} {}?{}", req.path, req.raw_query),
+            [faults.rate_429, faults.rate_503, faults.rate_cut],
+            faults.max_consecutive,
+        )
+    };
     match fault {
         Fault::TooMany => {
             return (
@@ -779,12 +804,16 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             }
         },
     };
-    let fault = decide(
-        sh,
-        &format!("{tenant} {}?{}", req.path, req.raw_query),
-        [faults.rate_429, faults.rate_503, faults.rate_cut],
-        faults.max_consecutive,
-    );
+    let fault = if storm(sh, ti) {
+        Fault::Unavailable
+    } else {
+        decide(
+            sh,
+            &format!("{tenant} {}?{}", req.path, req.raw_query),
+            [faults.rate_429, faults.rate_503, faults.rate_cut],
+            faults.max_consecutive,
+        )
+    };
     match fault {
         Fault::TooMany => {
             return (

@@ -17,3 +17,4 @@ mod fuzz_replay;
 mod outputs;
 mod sources;
 mod state;
+mod tenants;

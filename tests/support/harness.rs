@@ -300,3 +300,125 @@ pub fn final_cursor(dir: &Path, id: &str, service: &str) -> msgtrace::state::Cur
         .expect("state present")
         .0
 }
+
+// ---------------------------------------------------------------- many tenants (tests/it/tenants.rs)
+
+/// `n` tenants for `Cfg::tenants`: input suffix `tNNN`, tenant `tenant-NNN`, the
+/// emulator's default client id and secret (`TenantSpec::new`). Input ids are 1000 + index.
+pub fn many_tenants(n: usize) -> Vec<(String, String, String, String)> {
+    (0..n)
+        .map(|i| {
+            let t = format!("tenant-{i:03}");
+            (
+                format!("t{i:03}"),
+                t.clone(),
+                format!("client-{t}"),
+                format!("secret-{t}"),
+            )
+        })
+        .collect()
+}
+
+/// The input name `Cfg::yaml` gives a tenant suffix.
+pub fn input_name(suffix: &str) -> String {
+    if suffix.is_empty() {
+        "office365_exchange_message".to_string()
+    } else {
+        format!("office365_exchange_message_{suffix}")
+    }
+}
+
+/// Set `key: value` inside one input's block of a config made by `Cfg::yaml` (every
+/// occurrence of the key within that block, indentation kept). Panics when the input or
+/// key is absent, so a typo in a test cannot silently test nothing.
+pub fn set_input_key(yaml: &str, input: &str, key: &str, value: &str) -> String {
+    let header = format!("  {input}:");
+    let mut inside = false;
+    let mut hits = 0;
+    let mut out = String::with_capacity(yaml.len() + 64);
+    for line in yaml.lines() {
+        if line == header {
+            inside = true;
+        } else if inside && line.starts_with("  ") && !line.starts_with("   ") {
+            inside = false;
+        }
+        let trimmed = line.trim_start();
+        if inside && trimmed.starts_with(&format!("{key}:")) {
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(&format!("{indent}{key}: {value}\n"));
+            hits += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(hits > 0, "no `{key}` in input {input}");
+    out
+}
+
+/// A finished msgtrace run with its peak RSS.
+pub struct Measured {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+    /// VmHWM of the process, last read before it exited (KiB); `None` without /proc.
+    pub peak_rss_kib: Option<u64>,
+    pub wall: Duration,
+}
+
+/// VmHWM (peak resident set) of a live process from /proc, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl Workdir {
+    /// Run `msgtrace ARGS` here with a deadline, polling its peak RSS (VmHWM) every
+    /// 10 ms until it exits. stderr goes to `measured-stderr.log` (no pipe to fill).
+    /// `MSGTRACE_MEASURE_BIN` (an absolute path) runs another build instead, e.g. the
+    /// release binary, whose figures are the ones SPEC §9 budgets.
+    pub fn run_measured(&self, args: &[&str], deadline: Duration) -> Measured {
+        let log = self.path.join("measured-stderr.log");
+        let started = Instant::now();
+        let exe = std::env::var_os("MSGTRACE_MEASURE_BIN")
+            .filter(|v| !v.is_empty())
+            .map_or_else(bin, PathBuf::from);
+        let mut child = Command::new(exe)
+            .args(args)
+            .current_dir(&self.path)
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn msgtrace");
+        let pid = child.id();
+        let mut peak = None;
+        let status = loop {
+            // Read before reaping: once reaped, /proc/PID is gone.
+            if let Some(v) = vm_hwm_kib(pid) {
+                peak = Some(peak.map_or(v, |p: u64| p.max(v)));
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                break st;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "msgtrace did not finish within {deadline:?}; stderr:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Measured {
+            status,
+            stderr: std::fs::read_to_string(&log).unwrap_or_default(),
+            peak_rss_kib: peak,
+            wall: started.elapsed(),
+        }
+    }
+}
