@@ -121,12 +121,26 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                 let service = i.service.api.service_name();
                 let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
                 println!("{}#{} {}:", i.name, i.id, service);
+                let other = match i.service.api {
+                    crate::config::Api::Graph => crate::config::Api::Reporting,
+                    crate::config::Api::Reporting => crate::config::Api::Graph,
+                };
+                let other_path =
+                    crate::state::state_path(&cfg.globals.state_dir, &i.id, other.service_name());
                 match crate::state::peek(&path)? {
-                    None => println!(
-                        "  no state yet ({}): the first run starts {} day(s) back",
-                        path.display(),
-                        i.cutoff_days
-                    ),
+                    None => match crate::state::peek(&other_path)? {
+                        Some((cursor, _)) => println!(
+                            "  no state yet: the first run takes over the cursor {} left ({}), window start {}",
+                            other.service_name(),
+                            other_path.display(),
+                            time::rfc3339(cursor.window_start)
+                        ),
+                        None => println!(
+                            "  no state yet ({}): the first run starts {} day(s) back",
+                            path.display(),
+                            i.cutoff_days
+                        ),
+                    },
                     Some((cursor, size)) => {
                         println!("  file: {} ({size} bytes)", path.display());
                         for line in crate::state::describe(&cursor, now).lines() {
@@ -140,17 +154,26 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
         "reset" => {
             for i in chosen {
                 let service = i.service.api.service_name();
-                let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
-                if crate::state::reset(&path)? {
+                // Clear the other service's cursor too: it would otherwise be taken over
+                // on the next start, which is not what a reset asks for.
+                let mut cleared = Vec::new();
+                for api in [crate::config::Api::Reporting, crate::config::Api::Graph] {
+                    let p =
+                        crate::state::state_path(&cfg.globals.state_dir, &i.id, api.service_name());
+                    if crate::state::reset(&p)? {
+                        cleared.push(p.display().to_string());
+                    }
+                }
+                if cleared.is_empty() {
+                    println!("{}#{} {}: no state to clear", i.name, i.id, service);
+                } else {
                     println!(
                         "{}#{} {}: state cleared ({})",
                         i.name,
                         i.id,
                         service,
-                        path.display()
+                        cleared.join(", ")
                     );
-                } else {
-                    println!("{}#{} {}: no state to clear", i.name, i.id, service);
                 }
             }
             Ok(0)

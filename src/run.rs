@@ -139,9 +139,9 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         match Tenant::open(cfg, input, agent, once, now) {
             Ok(t) => tenants.push(Mutex::new(t)),
             Err(e) => {
-                if matches!(e.root(), Error::State(_)) {
-                    return Err(e.context(format!("{}#{}", input.name, input.id)));
-                }
+                // A state file another collector holds, or one written by a newer
+                // msgtrace, stops this input only: the others run (SPEC §2). A state
+                // write failing later, while running, is fatal (exit 3).
                 error!(
                     "InputProcess::MainThread",
                     "{}#{} cannot start: {e}", input.name, input.id

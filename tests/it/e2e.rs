@@ -32,7 +32,7 @@ fn assert_exactly_once(
     let end = final_cursor(&w.file("state"), id, service).window_start;
     let now = crate::emulator::now_secs();
     let expected = if graph {
-        emu.expected_graph(tenant, start, end - 1, now)
+        emu.expected_graph(tenant, start, end, now)
     } else {
         emu.expected(tenant, start, end, now)
     };
