@@ -9,6 +9,8 @@ pub mod receivers;
 
 mod cli;
 mod config;
+mod crash;
+mod delivery;
 mod e2e;
 mod emulator_tests;
 mod fuzz_replay;
