@@ -112,11 +112,20 @@ fn sigkill_at_random_moments_loses_nothing_and_repeats_at_most_a_page_per_kill()
     };
     let final_log = w.read("final.log");
     assert!(status.success(), "{status:?}\n{final_log}");
-    assert!(final_log.contains("Remote data is up to date!"), "{final_log}");
+    assert!(
+        final_log.contains("Remote data is up to date!"),
+        "{final_log}"
+    );
 
     // events.jsonl parses line by line (json_lines panics on a broken line).
     let events = json_lines(&w.read("events.jsonl"));
-    let first = w.read("run-0.log");
+    // The start is the one of the last run that found no state: a run killed before
+    // its first checkpoint pulled nothing, and the next one starts afresh.
+    let first = (0..KILLS)
+        .map(|i| w.read(&format!("run-{i}.log")))
+        .filter(|l| l.contains("no saved state found"))
+        .last()
+        .expect("a run started afresh");
     let t = tally(&emu, &w, &first, &events, TENANT, INPUT, ID);
     assert!(
         t.missing_count == 0,
@@ -126,7 +135,11 @@ fn sigkill_at_random_moments_loses_nothing_and_repeats_at_most_a_page_per_kill()
         t.missing
     );
     assert_eq!(t.unexpected, 0, "events outside the covered range");
-    assert!(t.expected > 8000, "two days of data expected: {}", t.expected);
+    assert!(
+        t.expected > 8000,
+        "two days of data expected: {}",
+        t.expected
+    );
     let torn_cut = (0..KILLS)
         .map(|i| w.read(&format!("run-{i}.log")))
         .chain(std::iter::once(final_log.clone()))
@@ -445,7 +458,10 @@ fn changed_reset_persistence_auth_clears_state_and_pulls_again() {
         line.contains("2026-01-01 -> 2026-02-01") && line.contains("state cleared"),
         "{line}"
     );
-    assert!(stderr.contains("no saved state found, starting at"), "{stderr}");
+    assert!(
+        stderr.contains("no saved state found, starting at"),
+        "{stderr}"
+    );
     let restart = crate::harness::logged_start(&stderr, INPUT).unwrap();
     let first_start = crate::harness::logged_start(&first, INPUT).unwrap();
     assert!(

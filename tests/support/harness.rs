@@ -442,14 +442,20 @@ pub fn tally(
             None => {
                 t.missing_count += 1;
                 if t.missing.len() < 5 {
-                    t.missing
-                        .push(format!("{} {} {}", x.received, x.message_trace_id, x.recipient));
+                    t.missing.push(format!(
+                        "{} {} {}",
+                        x.received, x.message_trace_id, x.recipient
+                    ));
                 }
             }
             Some((n, e)) => {
                 matched += 1;
                 t.duplicates += n - 1;
-                assert_eq!(s(e, "Subject"), Some(x.subject.as_str()), "subject byte-exact");
+                assert_eq!(
+                    s(e, "Subject"),
+                    Some(x.subject.as_str()),
+                    "subject byte-exact"
+                );
                 assert_eq!(s(e, "SenderAddress"), Some(x.sender.as_str()));
                 assert_eq!(s(e, "Status"), Some(x.status.as_str()));
                 let received = s(e, "Received").unwrap_or("");
