@@ -35,7 +35,7 @@ impl Rng {
     }
 }
 
-/// Watches the state file's size: a drop from past 64 KiB to a few records is a compaction.
+/// Watches the state file's size: a drop from near 64 KiB to a few records is a compaction.
 #[derive(Default)]
 struct SizeWatch {
     last: u64,
@@ -46,7 +46,9 @@ struct SizeWatch {
 impl SizeWatch {
     fn poll(&mut self, w: &Workdir) {
         let size = std::fs::metadata(w.state_file(ID)).map_or(0, |m| m.len());
-        if self.last > msgtrace::state::COMPACT_AT && size < 4096 {
+        // The file passes the bound only for the instant between the append and the
+        // compaction; what a poll sees is the drop from near 64 KiB to a few records.
+        if self.last > msgtrace::state::COMPACT_AT / 2 && size < 4096 {
             self.compactions += 1;
         }
         self.last = size;
@@ -56,13 +58,13 @@ impl SizeWatch {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_repeats_at_most_a_page_per_kill() {
-    const PAGE: usize = 25;
+    const PAGE: usize = 20;
     const KILLS: usize = 12;
     let emu = Emulator::start(EmuOptions {
         page_size: PAGE,
         // Many small pages: hundreds of checkpoints, so the state file passes the
         // compaction bound (64 KiB) while the collector is being killed.
-        records_per_hour: 240,
+        records_per_hour: 480,
         token_lifetime_secs: 20,
         faults: Faults {
             rate_503: 0.1,
@@ -122,9 +124,9 @@ fn sigkill_at_random_moments_loses_nothing_and_repeats_at_most_a_page_per_kill()
     // The start is the one of the last run that found no state: a run killed before
     // its first checkpoint pulled nothing, and the next one starts afresh.
     let first = (0..KILLS)
+        .rev()
         .map(|i| w.read(&format!("run-{i}.log")))
-        .filter(|l| l.contains("no saved state found"))
-        .last()
+        .find(|l| l.contains("no saved state found"))
         .expect("a run started afresh");
     let t = tally(&emu, &w, &first, &events, TENANT, INPUT, ID);
     assert!(

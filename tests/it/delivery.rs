@@ -385,9 +385,13 @@ fn check_proves_the_tls_handshake_with_client_certificate() {
     let out = w.run(&["check", "-c", "config/config.yaml"], WAIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.starts_with('✓')),
+        "every step passes: {stdout}"
+    );
     let line = stdout
         .lines()
-        .find(|l| l.contains("output devo_1"))
+        .find(|l| l.contains("output devo_1") && l.contains("TLS"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
         line.starts_with('✓')
@@ -410,9 +414,9 @@ fn check_proves_the_tls_handshake_with_client_certificate() {
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     let line = stdout
         .lines()
-        .find(|l| l.contains("output devo_1"))
+        .find(|l| l.starts_with('✗'))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(line.starts_with('✗'), "{line}");
+    assert!(line.contains("output devo_1"), "{line}");
     assert!(
         line.contains("check `chain`") && line.contains(" — "),
         "{line}"
