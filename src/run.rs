@@ -346,7 +346,9 @@ fn worker(sh: &Shared) {
         // Outputs first: while they are down pulling pauses, so nothing queues up.
         let ready = lock(&sh.outputs).ensure_ready();
         let next = match ready {
-            Err(e) if !e.is_transient() => Err(e),
+            // A permanent refusal (certificate rejected, wrong chain) will not heal by
+            // reconnecting: stop with exit 3 and say so in the fatal line.
+            Err(e) if !e.is_transient() => Err(e.context("output permanently refused")),
             Err(_) => Ok(Next::OutputDown),
             Ok(()) => {
                 lock(&sh.sched).out_attempt = 0;

@@ -10,6 +10,8 @@ pub mod receivers;
 mod check;
 mod cli;
 mod config;
+mod crash;
+mod delivery;
 mod deploy;
 mod e2e;
 mod emulator_tests;

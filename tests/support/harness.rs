@@ -422,3 +422,174 @@ impl Workdir {
         }
     }
 }
+
+// ------------------------------------------------ durable state and delivery tests
+
+/// Name of the Reporting Web Service in state file names.
+pub const RWS_SERVICE: &str = "office365_exchange_message_service";
+
+impl Workdir {
+    /// `spawn` with stderr in `log_rel` (each restart of a crash test keeps its own log).
+    pub fn spawn_log(&self, args: &[&str], env: &[(&str, &str)], log_rel: &str) -> Proc {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(&self.path)
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.path.join(log_rel)).unwrap(),
+            ));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: Some(cmd.spawn().expect("spawn msgtrace")),
+        }
+    }
+
+    /// Wait until `log_rel` contains `needle`; panics with the log after `limit`.
+    pub fn wait_log(&self, log_rel: &str, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.read(log_rel);
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{needle:?} not logged within {limit:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Path of the state file of input `id` (Reporting Web Service).
+    pub fn state_file(&self, id: &str) -> PathBuf {
+        msgtrace::state::state_path(&self.file("state"), id, RWS_SERVICE)
+    }
+}
+
+impl Proc {
+    /// SIGKILL and reap (the state lock is free once this returns).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Resident set size in KiB from /proc/PID/status (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+/// YAML of a `devo_platform` or `syslog` output entry (absolute certificate paths).
+pub fn tls_output_yaml(
+    name: &str,
+    kind: &str,
+    port: u16,
+    chain: &Path,
+    cert: &Path,
+    key: &Path,
+) -> String {
+    format!(
+        "  {name}:\n    type: {kind}\n    config:\n      address: 127.0.0.1\n      port: {port}\n      type: SSL\n      chain: {}\n      cert: {}\n      key: {}\n",
+        chain.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// YAML of a `file` output entry.
+pub fn file_output_yaml(name: &str, path: &str) -> String {
+    format!("  {name}:\n    type: file\n    config:\n      path: {path}\n")
+}
+
+/// (MessageTraceId, RecipientAddress) of a delivered event.
+pub fn event_key(e: &miniserde::json::Object) -> (String, String) {
+    (
+        s(e, "MessageTraceId").unwrap_or("").to_string(),
+        s(e, "RecipientAddress").unwrap_or("").to_string(),
+    )
+}
+
+/// What a set of delivered events looks like against the emulator's records.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub delivered: usize,
+    pub expected: usize,
+    /// Expected records never delivered (first few, for messages).
+    pub missing: Vec<String>,
+    pub missing_count: usize,
+    /// Deliveries beyond the first of the same record.
+    pub duplicates: usize,
+    /// Delivered events that are not expected records.
+    pub unexpected: usize,
+}
+
+/// Compare delivered events (JSON objects) with the emulator's records of the range the
+/// input covered: from the `starting at` instant in `first_log` to its final cursor.
+/// Field values are compared byte-exact, as e2e.rs does.
+pub fn tally(
+    emu: &crate::emulator::Emulator,
+    w: &Workdir,
+    first_log: &str,
+    events: &[miniserde::json::Object],
+    tenant: &str,
+    input: &str,
+    id: &str,
+) -> Tally {
+    use std::collections::HashMap;
+    let start = logged_start(first_log, input).expect("start logged");
+    let end = final_cursor(&w.file("state"), id, RWS_SERVICE).window_start;
+    let expected = emu.expected(tenant, start, end, crate::emulator::now_secs());
+    let mut seen: HashMap<(String, String), (usize, &miniserde::json::Object)> = HashMap::new();
+    for e in events {
+        seen.entry(event_key(e)).or_insert((0, e)).0 += 1;
+    }
+    let mut t = Tally {
+        delivered: events.len(),
+        expected: expected.len(),
+        ..Tally::default()
+    };
+    let mut matched = 0usize;
+    for x in &expected {
+        match seen.get(&(x.message_trace_id.clone(), x.recipient.clone())) {
+            None => {
+                t.missing_count += 1;
+                if t.missing.len() < 5 {
+                    t.missing.push(format!(
+                        "{} {} {}",
+                        x.received, x.message_trace_id, x.recipient
+                    ));
+                }
+            }
+            Some((n, e)) => {
+                matched += 1;
+                t.duplicates += n - 1;
+                assert_eq!(
+                    s(e, "Subject"),
+                    Some(x.subject.as_str()),
+                    "subject byte-exact"
+                );
+                assert_eq!(s(e, "SenderAddress"), Some(x.sender.as_str()));
+                assert_eq!(s(e, "Status"), Some(x.status.as_str()));
+                let received = s(e, "Received").unwrap_or("");
+                assert!(
+                    received.starts_with(&x.received) && received.ends_with('Z'),
+                    "{received} vs {}",
+                    x.received
+                );
+                assert!(e.get("@devo_pulling_id").is_some());
+            }
+        }
+    }
+    t.unexpected = seen.len() - matched;
+    t
+}
