@@ -381,10 +381,15 @@ pub fn online_steps(cfg: &Config) -> Vec<Step> {
                 o.name,
                 output_ok_text(o)
             ))),
-            Err(e) => steps.push(Step::fail(
-                format!("output {}: {e}", o.name),
-                output_fix_text(o),
-            )),
+            Err(e) => {
+                // Most output errors already end with their fix (`… — check chain`):
+                // show it once, not followed by the generic one.
+                let text = format!("output {}: {e}", o.name);
+                match text.split_once(" — ") {
+                    Some((what, fix)) => steps.push(Step::fail(what.to_string(), fix.to_string())),
+                    None => steps.push(Step::fail(text, output_fix_text(o))),
+                }
+            }
         }
     }
     steps
