@@ -6,39 +6,43 @@
 //! SDK sender. Must not: connect or confirm by itself (`tls::Link` does), or flush per
 //! event.
 
-use super::tls::{host_name, Link};
-use super::{Sink, SinkStats, Timeouts};
+use super::framed::{FramedSink, Framing};
+use super::tls::Link;
+use super::Timeouts;
 use crate::config::TlsOutput;
 use crate::error::Result;
 
 /// Devo table / tag of message trace events.
 pub const DEVO_TAG: &str = "cloud.office365.messagetracing";
 
-pub struct DevoSink {
-    name: String,
-    link: Link,
+/// Devo's line format with the configured tag.
+pub struct Devo {
     tag: String,
-    /// `<14>Mmm dd HH:MM:SS HOST TAG: ` for `prefix_secs`; rebuilt when the second changes.
-    prefix: Vec<u8>,
-    prefix_secs: i64,
-    sent_total: u64,
 }
 
-impl DevoSink {
+impl Framing for Devo {
+    fn prefix(&self, now: i64, host: &str) -> Vec<u8> {
+        prefix(now, host, &self.tag)
+    }
+    fn frame(&self, prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
+        frame(prefix, json_lines, out);
+    }
+}
+
+pub type DevoSink = FramedSink<Devo>;
+
+impl FramedSink<Devo> {
     pub fn open(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<Self> {
         let tag = if cfg.tag.is_empty() {
             DEVO_TAG.to_owned()
         } else {
             cfg.tag.clone()
         };
-        Ok(DevoSink {
-            name: name.to_owned(),
-            link: Link::new(name, cfg, timeouts)?,
-            tag,
-            prefix: Vec::new(),
-            prefix_secs: i64::MIN,
-            sent_total: 0,
-        })
+        Ok(FramedSink::new(
+            name,
+            Link::new(name, cfg, timeouts)?,
+            Devo { tag },
+        ))
     }
 }
 
@@ -60,69 +64,6 @@ pub fn prefix(now: i64, host: &str, tag: &str) -> Vec<u8> {
     format!("<14>{} {host} {tag}: ", crate::time::rfc3164(now)).into_bytes()
 }
 
-impl Sink for DevoSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn ensure_ready(&mut self) -> Result<()> {
-        self.link.ensure_ready()
-    }
-
-    fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()> {
-        self.link.require_connected()?;
-        let now = crate::time::now();
-        if now != self.prefix_secs {
-            self.prefix = prefix(now, host_name(), &self.tag);
-            self.prefix_secs = now;
-        }
-        // Frame in slices so the buffer stays near FLUSH_AT whatever the batch size.
-        let mut rest = json_lines;
-        while !rest.is_empty() {
-            let room = super::tls::FLUSH_AT
-                .saturating_sub(self.link.out().len())
-                .max(1);
-            let cut = chunk_end(rest, room);
-            let (head, tail) = rest.split_at(cut);
-            frame(&self.prefix, head, self.link.out());
-            self.link.push_if_full()?;
-            rest = tail;
-        }
-        self.sent_total = self.sent_total.saturating_add(count);
-        Ok(())
-    }
-
-    fn confirm(&mut self) -> Result<()> {
-        self.link.confirm()
-    }
-
-    fn generation(&self) -> u64 {
-        self.link.generation()
-    }
-
-    fn stats(&self) -> SinkStats {
-        SinkStats {
-            sent_total: self.sent_total,
-            connected: self.link.connected(),
-            queued_bytes: self.link.queued_bytes(),
-        }
-    }
-}
-
-/// End of the first run of whole lines holding at least `want` bytes (or all of `buf`).
-pub(crate) fn chunk_end(buf: &[u8], want: usize) -> usize {
-    if buf.len() <= want {
-        return buf.len();
-    }
-    match buf
-        .get(want..)
-        .and_then(|t| t.iter().position(|&b| b == b'\n'))
-    {
-        Some(i) => want + i + 1,
-        None => buf.len(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,14 +80,5 @@ mod tests {
              <14>Jan  5 03:04:05 host1 cloud.office365.messagetracing: {\"b\":\"x y\"}\n\
              <14>Jan  5 03:04:05 host1 cloud.office365.messagetracing: {\"c\":3}\n"
         );
-    }
-
-    #[test]
-    fn chunks_end_on_line_boundaries() {
-        let b = b"aaaa\nbbbb\ncccc\n";
-        assert_eq!(chunk_end(b, 100), b.len());
-        assert_eq!(chunk_end(b, 3), 5);
-        assert_eq!(chunk_end(b, 5), 10);
-        assert_eq!(chunk_end(b"aaaaaa", 2), 6);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod devo;
 pub mod file;
+pub mod framed;
 pub mod pem;
 pub mod stdout;
 pub mod syslog;

@@ -7,8 +7,9 @@
 
 use std::io::Write;
 
-use super::tls::{host_name, Link};
-use super::{Sink, SinkStats, Timeouts};
+use super::framed::{FramedSink, Framing};
+use super::tls::Link;
+use super::Timeouts;
 use crate::config::TlsOutput;
 use crate::error::{Error, Result};
 
@@ -17,17 +18,23 @@ const APP_NAME_MAX: usize = 48;
 /// Tag used when none is configured.
 pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
 
-pub struct SyslogSink {
-    name: String,
-    link: Link,
+/// RFC 5424 with octet counting and the configured APP-NAME.
+pub struct Syslog {
     tag: String,
-    /// `<14>1 TIMESTAMP HOST TAG - - - ` for `prefix_secs`.
-    prefix: Vec<u8>,
-    prefix_secs: i64,
-    sent_total: u64,
 }
 
-impl SyslogSink {
+impl Framing for Syslog {
+    fn prefix(&self, now: i64, host: &str) -> Vec<u8> {
+        prefix(now, host, &self.tag)
+    }
+    fn frame(&self, prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
+        frame(prefix, json_lines, out);
+    }
+}
+
+pub type SyslogSink = FramedSink<Syslog>;
+
+impl FramedSink<Syslog> {
     pub fn open(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<Self> {
         let tag = if cfg.tag.is_empty() {
             DEFAULT_TAG
@@ -43,14 +50,13 @@ impl SyslogSink {
                 transient: false,
             });
         }
-        Ok(SyslogSink {
-            name: name.to_owned(),
-            link: Link::new(name, cfg, timeouts)?,
-            tag: tag.to_owned(),
-            prefix: Vec::new(),
-            prefix_secs: i64::MIN,
-            sent_total: 0,
-        })
+        Ok(FramedSink::new(
+            name,
+            Link::new(name, cfg, timeouts)?,
+            Syslog {
+                tag: tag.to_owned(),
+            },
+        ))
     }
 }
 
@@ -70,54 +76,6 @@ pub fn frame(prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
         let _ = write!(out, "{len} ");
         out.extend_from_slice(prefix);
         out.extend_from_slice(line);
-    }
-}
-
-impl Sink for SyslogSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn ensure_ready(&mut self) -> Result<()> {
-        self.link.ensure_ready()
-    }
-
-    fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()> {
-        self.link.require_connected()?;
-        let now = crate::time::now();
-        if now != self.prefix_secs {
-            self.prefix = prefix(now, host_name(), &self.tag);
-            self.prefix_secs = now;
-        }
-        let mut rest = json_lines;
-        while !rest.is_empty() {
-            let room = super::tls::FLUSH_AT
-                .saturating_sub(self.link.out().len())
-                .max(1);
-            let cut = super::devo::chunk_end(rest, room);
-            let (head, tail) = rest.split_at(cut);
-            frame(&self.prefix, head, self.link.out());
-            self.link.push_if_full()?;
-            rest = tail;
-        }
-        self.sent_total = self.sent_total.saturating_add(count);
-        Ok(())
-    }
-
-    fn confirm(&mut self) -> Result<()> {
-        self.link.confirm()
-    }
-
-    fn generation(&self) -> u64 {
-        self.link.generation()
-    }
-
-    fn stats(&self) -> SinkStats {
-        SinkStats {
-            sent_total: self.sent_total,
-            connected: self.link.connected(),
-            queued_bytes: self.link.queued_bytes(),
-        }
     }
 }
 
