@@ -1886,8 +1886,10 @@ fn check_inputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<InputConfig> {
                 );
             }
             ids.push((input.id.clone(), ie.key_pos.line, name.to_string()));
+            // The same tenant twice sends every record twice — also when one input
+            // runs the Reporting Web Service and the other Graph (both enabled).
             let dup = out.iter().find(|o| {
-                o.service.api == input.service.api
+                (o.service.api == input.service.api || (o.enabled && input.enabled))
                     && o.credentials
                         .tenant_id
                         .expose()
@@ -1897,7 +1899,7 @@ fn check_inputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<InputConfig> {
                 let what = format!(
                     "tenant `{}` already runs {} in input `{}`",
                     input.credentials.tenant_id.obfuscated(),
-                    input.service.api.service_name(),
+                    o.service.api.service_name(),
                     o.name
                 );
                 c.err(
