@@ -42,13 +42,13 @@ class Http:
         self.ca = ca
         if requests:
             self.s = requests.Session()
-            self.s.verify = ca
+            # per request: REQUESTS_CA_BUNDLE would override a session-wide verify
         else:
             self.ctx = ssl.create_default_context(cafile=ca)
 
     def post_form(self, url, form):
         if requests:
-            r = self.s.post(url, data=form, timeout=60)
+            r = self.s.post(url, data=form, timeout=60, verify=self.ca)
             r.raise_for_status()
             return r.json()
         data = urllib.parse.urlencode(form).encode()
@@ -58,7 +58,7 @@ class Http:
     def get(self, url, token):
         h = {"Authorization": "Bearer " + token}
         if requests:
-            r = self.s.get(url, headers=h, timeout=60)
+            r = self.s.get(url, headers=h, timeout=60, verify=self.ca)
             r.raise_for_status()
             return r.content
         req = urllib.request.Request(url, headers=h)

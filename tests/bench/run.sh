@@ -192,7 +192,7 @@ run_once() {
 
 mib() { echo "$1" | awk '{ printf "%.2f", $1 / 1024 }'; } # KiB -> MiB
 rows=()
-row() { rows+=("| $1 | $2 | $3 | $4 |"); }
+row() { rows+=("| $1 | $2 | $3 | $4 |"); echo "   $1: $2 (budget $3)"; }
 okle() { awk -v a="$1" -v b="$2" 'BEGIN { print (a <= b) ? "yes" : "**NO**" }'; }
 okge() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "yes" : "**NO**" }'; }
 
@@ -312,7 +312,7 @@ row "state: one compaction (temp + fsync + rename + dir fsync)" "$(awk -v s="$cs
 
 # ---------------------------------------------------------------- 7. 100 tenants
 echo "== 100 tenants in one process"
-ts=$(for i in $(seq 1 100); do tenant "$i"; done | paste -sd,)
+ts=$(for i in $(seq 1 100); do tenant "$i"; echo; done | paste -sd,)
 start_emu many --tenants "$ts" --page-size 2000 --records-per-hour 60
 D=$B/many
 write_config "$D" 100 86400
