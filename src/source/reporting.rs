@@ -527,6 +527,12 @@ struct Field<'a> {
 
 /// The properties of one complete `<entry>` into `fields`, in document order.
 fn scan_entry<'a>(text: &'a str, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -> Result<()> {
+    // Only the properties are tokenized: the Atom envelope before them (id, category,
+    // links, title, author) carries nothing we keep and was a third of the scan.
+    let Some(start) = properties_start(text.as_bytes())? else {
+        return Ok(());
+    };
+    let text = text.get(start..).unwrap_or_default();
     let mut stack: [&'a str; MAX_DEPTH] = [""; MAX_DEPTH];
     let mut depth = 0usize;
     let mut props: Option<usize> = None;
@@ -615,6 +621,9 @@ fn scan_entry<'a>(text: &'a str, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) ->
                 depth = depth
                     .checked_sub(1)
                     .ok_or_else(|| Error::Malformed("unbalanced entry".into()))?;
+                if done {
+                    break;
+                }
             }
             Token::Text { text } => {
                 if let (Some(p), Some(f)) = (props, field.as_mut()) {
@@ -637,6 +646,26 @@ fn scan_entry<'a>(text: &'a str, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) ->
         return Err(Error::Malformed("entry ends inside an element".into()));
     }
     Ok(())
+}
+
+/// Offset of the first start tag named `properties` (any prefix) in a complete entry,
+/// found with the byte-level splitter, so comments, CDATA and processing instructions
+/// that merely contain such a tag are skipped.
+fn properties_start(data: &[u8]) -> Result<Option<usize>> {
+    let mut pos = 0usize;
+    loop {
+        match markup(data, pos)? {
+            Mark::More => return Ok(None),
+            Mark::Text(end) | Mark::Skip(end) | Mark::End { end, .. } => pos = end,
+            Mark::Start { end, name_len, .. } => {
+                let name = data.get(pos + 1..pos + 1 + name_len).unwrap_or_default();
+                if name.rsplit(|&c| c == b':').next() == Some(&b"properties"[..]) {
+                    return Ok(Some(pos));
+                }
+                pos = end;
+            }
+        }
+    }
 }
 
 fn finish_field<'a>(f: Field<'a>, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -> Result<()> {
