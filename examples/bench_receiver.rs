@@ -75,7 +75,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("{ca}: {e}")),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = match WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build() {
+    let verifier = match WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    {
         Ok(v) => v,
         Err(e) => return fail(&format!("client verifier: {e}")),
     };
@@ -131,7 +136,9 @@ fn serve(id: u64, sock: TcpStream, config: Arc<ServerConfig>) {
             Ok(0) => break,
             Ok(k) => {
                 bytes += k as u64;
-                lines += buf.get(..k).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64);
+                lines += buf
+                    .get(..k)
+                    .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64);
             }
             Err(e) => {
                 if bytes == 0 {

@@ -26,7 +26,8 @@ fn main() -> ExitCode {
     if args.next().as_deref() == Some("--checkpoints") {
         n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n);
     }
-    let dir = std::path::Path::new(&dir).join(format!("msgtrace-bench-state-{}", std::process::id()));
+    let dir =
+        std::path::Path::new(&dir).join(format!("msgtrace-bench-state-{}", std::process::id()));
     let path = state_path(&dir, "bench", "office365_exchange_message_service");
     let res = bench(&path, n);
     let _ = std::fs::remove_dir_all(&dir);
@@ -50,7 +51,11 @@ fn cursor(i: u64) -> Cursor {
         next_link: None,
         // A typical edge: the records of the last second of the window (a message of
         // 1–5 recipients).
-        edge_keys: vec![0x9e37_79b9_7f4a_7c15 ^ i, 0xc2b2_ae3d_27d4_eb4f ^ i, 0x1656_67b1_9e37_79f9 ^ i],
+        edge_keys: vec![
+            0x9e37_79b9_7f4a_7c15 ^ i,
+            0xc2b2_ae3d_27d4_eb4f ^ i,
+            0x1656_67b1_9e37_79f9 ^ i,
+        ],
         requests: 3 * i,
         sent: 1500 * i,
         filtered: i,

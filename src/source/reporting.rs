@@ -119,6 +119,7 @@ pub fn scan_page<R: Read>(
                             unit = Some(Unit {
                                 start: pos,
                                 name_len,
+                                props: None,
                             });
                             if empty {
                                 return Err(not_a_feed(tag));
@@ -127,15 +128,23 @@ pub fn scan_page<R: Read>(
                     }
                     1 if root == Root::Open => {
                         if empty {
-                            feed.child(tag, name_len, ctx, on_record)?;
+                            feed.child(tag, name_len, None, ctx, on_record)?;
                         } else {
                             unit = Some(Unit {
                                 start: pos,
                                 name_len,
+                                props: None,
                             });
                         }
                     }
-                    _ => {}
+                    _ => {
+                        if let Some(u) = unit.as_mut().filter(|u| u.props.is_none()) {
+                            let qname = data.get(pos + 1..pos + 1 + name_len).unwrap_or_default();
+                            if local_bytes(qname) == b"properties" {
+                                u.props = pos.checked_sub(u.start);
+                            }
+                        }
+                    }
                 }
                 if !empty {
                     depth += 1;
@@ -167,7 +176,7 @@ pub fn scan_page<R: Read>(
                     if root == Root::Other {
                         return Err(not_a_feed(utf8(text)?));
                     }
-                    feed.child(text, u.name_len, ctx, on_record)?;
+                    feed.child(text, u.name_len, u.props, ctx, on_record)?;
                 } else if depth == 0 {
                     root = Root::Closed;
                 }
@@ -263,6 +272,9 @@ enum Root {
 struct Unit {
     start: usize,
     name_len: usize,
+    /// Offset from `start` of its first `properties` start tag, noted on the way so
+    /// that the entry's fields are found without walking the envelope again.
+    props: Option<usize>,
 }
 
 struct FeedState {
@@ -280,18 +292,19 @@ impl FeedState {
         &mut self,
         bytes: &[u8],
         name_len: usize,
+        props: Option<usize>,
         ctx: &PageCtx<'_>,
         on_record: &mut dyn FnMut(&Record<'_>) -> Result<()>,
     ) -> Result<()> {
         let name = bytes.get(1..1 + name_len).unwrap_or_default();
-        let local = name.rsplit(|&c| c == b':').next().unwrap_or_default();
+        let local = local_bytes(name);
         match local {
             b"entry" => {
                 let text = utf8(bytes)?;
                 let mut record = Record {
                     fields: recycle(std::mem::take(&mut self.spare)),
                 };
-                scan_entry(text, &mut record.fields)
+                scan_entry(text, props, &mut record.fields)
                     .map_err(|e| e.context(format!("entry {}", self.records + 1)))?;
                 let yielded = !record.fields.is_empty();
                 if yielded {
@@ -338,8 +351,19 @@ fn utf8(b: &[u8]) -> Result<&str> {
     std::str::from_utf8(b).map_err(|e| Error::Malformed(format!("body is not UTF-8: {e}")))
 }
 
+/// The local part of a qualified name (after the last `:`), as bytes.
+fn local_bytes(qname: &[u8]) -> &[u8] {
+    match qname.iter().rposition(|&c| c == b':') {
+        Some(i) => qname.get(i + 1..).unwrap_or(qname),
+        None => qname,
+    }
+}
+
 fn local_name(qname: &str) -> &str {
-    qname.rsplit(':').next().unwrap_or(qname)
+    match qname.bytes().rposition(|c| c == b':') {
+        Some(i) => qname.get(i + 1..).unwrap_or(qname),
+        None => qname,
+    }
 }
 
 fn not_a_feed(root: &str) -> Error {
@@ -446,16 +470,18 @@ fn markup(data: &[u8], pos: usize) -> Result<Mark> {
         });
     }
     // Start tag: find the `>` outside quoted attribute values.
-    let name_len = rest
+    let after_lt = rest.get(1..).unwrap_or_default();
+    let name_len = after_lt
         .iter()
-        .skip(1)
         .position(|&c| c.is_ascii_whitespace() || c == b'/' || c == b'>')
         .unwrap_or(rest.len());
     if name_len == 0 {
         return Err(Error::Malformed("a tag without a name".into()));
     }
     let mut quote = None;
-    for (i, &c) in rest.iter().enumerate().skip(1 + name_len) {
+    let from = 1 + name_len;
+    for (k, &c) in rest.get(from..).unwrap_or_default().iter().enumerate() {
+        let i = from + k;
         match (quote, c) {
             (None, b'"' | b'\'') => quote = Some(c),
             (Some(q), _) if q == c => quote = None,
@@ -526,146 +552,184 @@ struct Field<'a> {
 }
 
 /// The properties of one complete `<entry>` into `fields`, in document order.
-fn scan_entry<'a>(text: &'a str, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -> Result<()> {
-    // Only the properties are tokenized: the Atom envelope before them (id, category,
-    // links, title, author) carries nothing we keep and was a third of the scan.
-    let Some(start) = properties_start(text.as_bytes())? else {
+///
+/// Walked with the same byte-level splitter as the feed (`markup`), not a second
+/// tokenizer: the properties are a flat list of `<d:Name attrs>text</d:Name>`, and a
+/// full XML tokenizer spent half of the scan re-checking what the splitter had just
+/// checked (`make bench`). Only the properties are walked: the Atom envelope before
+/// them (id, category, links, title, author) carries nothing we keep.
+fn scan_entry<'a>(
+    text: &'a str,
+    props: Option<usize>,
+    fields: &mut Vec<(Cow<'a, str>, Value<'a>)>,
+) -> Result<()> {
+    let data = text.as_bytes();
+    let Some(mut pos) = props else {
         return Ok(());
     };
-    let text = text.get(start..).unwrap_or_default();
+    let span = |a: usize, b: usize| text.get(a..b).unwrap_or_default();
+    // Qualified names of the open elements, `properties` at depth 1.
     let mut stack: [&'a str; MAX_DEPTH] = [""; MAX_DEPTH];
     let mut depth = 0usize;
-    let mut props: Option<usize> = None;
     let mut field: Option<Field<'a>> = None;
-    let mut in_field_tag = false;
-    let mut done = false;
-    for tok in Tokenizer::from(text) {
-        let tok = tok.map_err(|e| Error::Malformed(e.to_string()))?;
-        match tok {
-            Token::ElementStart { span, local, .. } => {
-                let slot = stack
-                    .get_mut(depth)
-                    .ok_or_else(|| Error::Malformed("elements nested too deep".into()))?;
-                *slot = span.as_str().get(1..).unwrap_or("");
-                depth += 1;
-                match props {
-                    None if !done && local.as_str() == "properties" => props = Some(depth),
-                    Some(p) if depth == p + 1 => {
-                        field = Some(Field {
-                            name: local.as_str(),
-                            null: false,
-                            edm: "",
-                            text: Acc::Empty,
-                            complex: false,
-                        });
-                        in_field_tag = true;
-                    }
-                    _ => {
-                        if let Some(f) = field.as_mut() {
-                            f.complex = true;
-                        }
-                    }
-                }
-            }
-            Token::Attribute { local, value, .. } if in_field_tag => {
-                if let Some(f) = field.as_mut() {
-                    match local.as_str() {
-                        "null" => f.null = value.as_str().trim() == "true",
-                        "type" => f.edm = value.as_str(),
-                        _ => {}
-                    }
-                }
-            }
-            Token::ElementEnd { end, .. } => {
-                let closing = match end {
-                    ElementEnd::Open => {
-                        in_field_tag = false;
-                        continue;
-                    }
-                    ElementEnd::Empty => None,
-                    ElementEnd::Close(prefix, local) => Some((prefix, local)),
-                };
-                in_field_tag = false;
-                if let Some((prefix, local)) = closing {
-                    let open = depth
-                        .checked_sub(1)
-                        .and_then(|d| stack.get(d))
-                        .copied()
-                        .unwrap_or("");
-                    let same = if prefix.is_empty() {
-                        open == local.as_str()
-                    } else {
-                        open.strip_prefix(prefix.as_str())
-                            .and_then(|r| r.strip_prefix(':'))
-                            == Some(local.as_str())
-                    };
-                    if !same {
-                        return Err(Error::Malformed(format!(
-                            "</{}> does not close <{open}>",
-                            local.as_str()
-                        )));
-                    }
-                }
-                match props {
-                    Some(p) if depth == p + 1 => {
-                        if let Some(f) = field.take() {
-                            finish_field(f, fields)?;
-                        }
-                    }
-                    Some(p) if depth == p => {
-                        props = None;
-                        done = true;
-                    }
-                    _ => {}
-                }
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| Error::Malformed("unbalanced entry".into()))?;
-                if done {
-                    break;
-                }
-            }
-            Token::Text { text } => {
-                if let (Some(p), Some(f)) = (props, field.as_mut()) {
-                    if depth == p + 1 {
-                        f.text.push(text.as_str(), false)?;
-                    }
-                }
-            }
-            Token::Cdata { text, .. } => {
-                if let (Some(p), Some(f)) = (props, field.as_mut()) {
-                    if depth == p + 1 {
-                        f.text.push(text.as_str(), true)?;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if depth != 0 {
-        return Err(Error::Malformed("entry ends inside an element".into()));
-    }
-    Ok(())
-}
-
-/// Offset of the first start tag named `properties` (any prefix) in a complete entry,
-/// found with the byte-level splitter, so comments, CDATA and processing instructions
-/// that merely contain such a tag are skipped.
-fn properties_start(data: &[u8]) -> Result<Option<usize>> {
-    let mut pos = 0usize;
     loop {
         match markup(data, pos)? {
-            Mark::More => return Ok(None),
-            Mark::Text(end) | Mark::Skip(end) | Mark::End { end, .. } => pos = end,
-            Mark::Start { end, name_len, .. } => {
-                let name = data.get(pos + 1..pos + 1 + name_len).unwrap_or_default();
-                if name.rsplit(|&c| c == b':').next() == Some(&b"properties"[..]) {
-                    return Ok(Some(pos));
+            Mark::More => return Err(Error::Malformed("entry ends inside an element".into())),
+            Mark::Text(end) => {
+                if depth == 2 {
+                    if let Some(f) = field.as_mut() {
+                        f.text.push(span(pos, end), false)?;
+                    }
                 }
                 pos = end;
             }
+            Mark::Skip(end) => {
+                // CDATA is text; comments and processing instructions are not.
+                let raw = span(pos, end);
+                if depth == 2 {
+                    if let (Some(f), Some(cdata)) = (
+                        field.as_mut(),
+                        raw.strip_prefix("<![CDATA[")
+                            .and_then(|r| r.strip_suffix("]]>")),
+                    ) {
+                        f.text.push(cdata, true)?;
+                    }
+                }
+                pos = end;
+            }
+            Mark::Start {
+                end,
+                name_len,
+                empty,
+            } => {
+                let qname = span(pos + 1, pos + 1 + name_len);
+                let slot = stack
+                    .get_mut(depth)
+                    .ok_or_else(|| Error::Malformed("elements nested too deep".into()))?;
+                *slot = qname;
+                depth += 1;
+                let attrs = span(
+                    pos + 1 + name_len,
+                    end.saturating_sub(1 + usize::from(empty)),
+                );
+                if depth == 2 {
+                    let mut f = Field {
+                        name: local_name(qname),
+                        null: false,
+                        edm: "",
+                        text: Acc::Empty,
+                        complex: false,
+                    };
+                    for (name, value) in attributes(attrs) {
+                        let (name, value) = (name?, value);
+                        match local_name(name) {
+                            "null" => f.null = value.trim() == "true",
+                            "type" => f.edm = value,
+                            _ => {}
+                        }
+                    }
+                    field = Some(f);
+                } else {
+                    for a in attributes(attrs) {
+                        a.0?;
+                    }
+                    if let Some(f) = field.as_mut() {
+                        f.complex = true;
+                    }
+                }
+                pos = end;
+                if empty && close(&mut depth, &mut field, fields)? {
+                    return Ok(());
+                }
+            }
+            Mark::End { end, name } => {
+                let open = depth
+                    .checked_sub(1)
+                    .and_then(|d| stack.get(d))
+                    .copied()
+                    .unwrap_or("");
+                let closing = span(name.0, name.1);
+                if closing != open {
+                    return Err(Error::Malformed(format!(
+                        "</{}> does not close <{open}>",
+                        local_name(closing)
+                    )));
+                }
+                pos = end;
+                if close(&mut depth, &mut field, fields)? {
+                    return Ok(());
+                }
+            }
         }
     }
+}
+
+/// The element at `depth` ends: a field is finished, `properties` ends the entry's
+/// scan (true).
+fn close<'a>(
+    depth: &mut usize,
+    field: &mut Option<Field<'a>>,
+    fields: &mut Vec<(Cow<'a, str>, Value<'a>)>,
+) -> Result<bool> {
+    match *depth {
+        2 => {
+            if let Some(f) = field.take() {
+                finish_field(f, fields)?;
+            }
+        }
+        1 => return Ok(true),
+        _ => {}
+    }
+    *depth = depth
+        .checked_sub(1)
+        .ok_or_else(|| Error::Malformed("unbalanced entry".into()))?;
+    Ok(false)
+}
+
+/// The attributes of a start tag (the text between its name and `>` or `/>`), as
+/// (qualified name, raw value) pairs; a malformed one is an error and ends the list.
+fn attributes(s: &str) -> impl Iterator<Item = (Result<&str>, &str)> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        if rest.is_empty() {
+            return None;
+        }
+        let bad = |rest: &mut &str| {
+            *rest = "";
+            Some((
+                Err(Error::Malformed(
+                    "a malformed attribute in a start tag".into(),
+                )),
+                "",
+            ))
+        };
+        let Some(eq) = rest.find('=') else {
+            return bad(&mut rest);
+        };
+        let name = rest.get(..eq).unwrap_or_default().trim_end();
+        if name.is_empty()
+            || name.contains(|c: char| c.is_ascii_whitespace() || c == '"' || c == '\'')
+        {
+            return bad(&mut rest);
+        }
+        let after = rest.get(eq + 1..).unwrap_or_default().trim_start();
+        let Some(q) = after.chars().next().filter(|&c| c == '"' || c == '\'') else {
+            return bad(&mut rest);
+        };
+        let Some(len) = after.get(1..).and_then(|v| v.find(q)) else {
+            return bad(&mut rest);
+        };
+        let value = after.get(1..1 + len).unwrap_or_default();
+        if value.contains('<') {
+            return bad(&mut rest);
+        }
+        rest = after.get(2 + len..).unwrap_or_default();
+        if rest.starts_with(|c: char| !c.is_ascii_whitespace()) {
+            return bad(&mut rest);
+        }
+        Some((Ok(name), value))
+    })
 }
 
 fn finish_field<'a>(f: Field<'a>, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -> Result<()> {
