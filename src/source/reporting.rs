@@ -478,26 +478,38 @@ fn markup(data: &[u8], pos: usize) -> Result<Mark> {
     if name_len == 0 {
         return Err(Error::Malformed("a tag without a name".into()));
     }
-    let mut quote = None;
-    let from = 1 + name_len;
-    for (k, &c) in rest.get(from..).unwrap_or_default().iter().enumerate() {
-        let i = from + k;
-        match (quote, c) {
-            (None, b'"' | b'\'') => quote = Some(c),
-            (Some(q), _) if q == c => quote = None,
-            (None, b'<') => return Err(Error::Malformed("'<' inside a tag".into())),
-            (None, b'>') => {
-                let empty = i > 0 && rest.get(i - 1) == Some(&b'/');
+    // Jump from delimiter to delimiter: a quoted value is skipped whole.
+    let mut i = 1 + name_len;
+    loop {
+        let Some(k) = rest.get(i..).and_then(|r| {
+            r.iter()
+                .position(|&c| matches!(c, b'>' | b'"' | b'\'' | b'<'))
+        }) else {
+            return Ok(Mark::More);
+        };
+        i += k;
+        match rest.get(i) {
+            Some(b'>') => {
+                let empty = i.checked_sub(1).and_then(|j| rest.get(j)) == Some(&b'/');
                 return Ok(Mark::Start {
                     end: pos + i + 1,
                     name_len,
                     empty,
                 });
             }
-            _ => {}
+            Some(b'<') => return Err(Error::Malformed("'<' inside a tag".into())),
+            Some(&q) => {
+                let Some(close) = rest
+                    .get(i + 1..)
+                    .and_then(|r| r.iter().position(|&c| c == q))
+                else {
+                    return Ok(Mark::More);
+                };
+                i += close + 2;
+            }
+            None => return Ok(Mark::More),
         }
     }
-    Ok(Mark::More)
 }
 
 /// Text gathered for one property: one raw span (decoded when the field ends) or,
@@ -927,6 +939,37 @@ mod tests {
             );
         }
         assert!(scan("<feed/>").is_ok());
+    }
+
+    #[test]
+    fn properties_walk_attributes_and_envelope() {
+        // Attributes in either quote, spaces around `=`, a `>` inside a value, a
+        // `properties` tag inside a comment of the envelope (skipped), a comment and
+        // a processing instruction splitting a value.
+        let body = r#"<feed><entry><!-- <m:properties><d:Fake>1</d:Fake></m:properties> --><id a='1>2'>x</id>
+<content><m:properties x="y"><d:Size m:type = 'Edm.Int32' >7</d:Size><d:ToIP m:null="true" m:type="Edm.String"/><d:Subject>a<!-- c -->b<?pi x?>c</d:Subject></m:properties></content></entry></feed>"#;
+        let (recs, _) = scan(body).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0][0], ("Size".into(), Value::Number("7".into())));
+        assert_eq!(recs[0][1], ("ToIP".into(), Value::Null));
+        assert_eq!(recs[0][2], ("Subject".into(), Value::Text("abc".into())));
+        assert_eq!(recs[0].len(), 3);
+        // An entry without properties yields nothing.
+        assert!(scan("<feed><entry><id>1</id></entry></feed>")
+            .unwrap()
+            .0
+            .is_empty());
+        for bad in [
+            r#"<feed><entry><m:properties><d:A m:null>1</d:A></m:properties></entry></feed>"#,
+            r#"<feed><entry><m:properties><d:A m:null=true>1</d:A></m:properties></entry></feed>"#,
+            r#"<feed><entry><m:properties><d:A x="1"y="2">1</d:A></m:properties></entry></feed>"#,
+            r#"<feed><entry><m:properties><d:A>1</d:A></x:properties></entry></feed>"#,
+        ] {
+            assert!(
+                matches!(scan(bad), Err(e) if matches!(e.root(), Error::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -188,6 +188,11 @@ run_once() {
   read -r RSS_KB u s WALL < "$dir/time.out"
   CPU=$(echo "$u + $s" | bc -l)
   SENT=$(($(recv_total) - before))
+  # What the collector says it sent, and on how many connections the receiver saw it.
+  LOGGED=$(grep -o '[0-9]* event(s) sent' "$dir/run.log" | awk '{ s += $1 } END { print s + 0 }')
+  CONNS=$(($(recv_conns) - conns))
+  [ "$SENT" -ge "$LOGGED" ] || die "$dir: receiver counted $SENT events, msgtrace logged $LOGGED sent"
+  echo "   ($dir: msgtrace logged $LOGGED sent, the receiver counted $SENT on $CONNS connection(s); user $u s, sys $s s)"
 }
 
 mib() { echo "$1" | awk '{ printf "%.2f", $1 / 1024 }'; } # KiB -> MiB
@@ -274,6 +279,7 @@ recv_settle "$conns" 1
 read -r P_RSS u s P_WALL < "$PY/time.out"
 P_CPU=$(echo "$u + $s" | bc -l)
 P_SENT=$(($(recv_total) - before))
+echo "   (python: $(cat "$PY/out"); the receiver counted $P_SENT; user $u s, sys $s s)"
 P_HTTP=$(awk '{ print $6 }' "$PY/out")
 stop_emu
 us() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", (n > 0) ? c * 1e6 / n : 0 }'; }
@@ -282,11 +288,11 @@ row "peak RSS, same pull: msgtrace vs Python" "$(mib "$T_RSS") MiB vs $(mib "$P_
 
 # ---------------------------------------------------------------- 5. scanner and encoder alone
 echo "== scanner and encoder alone (in memory, release, glibc)"
-read -r _ _ recs _ it _ secs _ srate _ bytes < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-10m.xml" --iters 3 --mode scan)
+read -r _ _ recs _ it _ secs _ srate _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-10m.xml" --iters 3 --mode scan)
 row "scanner alone (\`scan_page\`, in-memory ~10-MB page, one core)" "$srate records/s ($(awk -v b="$bytes" -v i="$it" -v s="$secs" 'BEGIN { printf "%.0f", b * i / s / 1048576 }') MiB/s)" "–" "–"
-read -r _ _ recs _ it _ secs _ erate _ bytes < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-10m.xml" --iters 10 --mode encode)
+read -r _ _ recs _ it _ secs _ erate _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-10m.xml" --iters 10 --mode encode)
 row "encoder alone (\`event::encode\`, the same records)" "$erate records/s" "–" "–"
-read -r _ _ recs _ it _ secs _ srate2 _ bytes < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-2000.xml" --iters 5 --mode scan)
+read -r _ _ recs _ it _ secs _ srate2 _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-2000.xml" --iters 5 --mode scan)
 row "scanner alone, the throughput run's page (2000 records, $((bytes / 1024)) KiB)" "$srate2 records/s" "–" "–"
 
 echo "== instructions per record (callgrind)"
