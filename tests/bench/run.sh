@@ -303,9 +303,11 @@ echo "== scanner and encoder alone (in memory, release, glibc)"
 read -r _ _ recs _ it _ secs _ srate _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-10m.xml" --iters 3 --mode scan)
 row "scanner alone (\`scan_page\`, in-memory ~10-MB page, one core)" "$srate records/s ($(awk -v b="$bytes" -v i="$it" -v s="$secs" 'BEGIN { printf "%.0f", b * i / s / 1048576 }') MiB/s)" "–" "–"
 read -r _ _ recs _ it _ secs _ erate _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-10m.xml" --iters 10 --mode encode)
-row "encoder alone (\`event::encode\`, the same records)" "$erate records/s" "–" "–"
+row "encoder alone (\`event::encode\`, the same ~5-KB records)" "$erate records/s" "–" "–"
 read -r _ _ recs _ it _ secs _ srate2 _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-2000.xml" --iters 5 --mode scan)
 row "scanner alone, the throughput run's page (2000 records, $((bytes / 1024)) KiB)" "$srate2 records/s" "–" "–"
+read -r _ _ recs _ it _ secs _ erate2 _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_scan" "$B/page-2000.xml" --iters 10 --mode encode)
+row "encoder alone, the throughput run's records" "$erate2 records/s" "–" "–"
 
 echo "== instructions per record (callgrind)"
 ir() { # page mode iters -> total Ir
