@@ -26,8 +26,17 @@ cleanup() {
 }
 trap cleanup EXIT
 die() { echo "bench: $*" >&2; exit 1; }
+# A process we waited for leaves the list, so cleanup never signals a reused pid.
+forget() {
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
 
 [ -x "$BIN" ] || die "$BIN missing: run 'make static' first (make bench does)"
+for tool in cargo openssl python3 curl awk; do
+  command -v $tool >/dev/null || die "$tool is needed"
+done
 
 echo "== building the emulator, the receiver and the helper benches (release)"
 cargo build --release --locked --quiet --example m365emu --example bench_receiver \
@@ -106,7 +115,7 @@ start_emu() { # name args...
   EMU_URL=$(sed -n 's/^listening //p' "$B/$name.out")
   EMU_CA=$B/$name-ca.pem
 }
-stop_emu() { kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; }
+stop_emu() { kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; forget "$EMU_PID"; }
 
 # fetch_page tenant page_size_label out: the first page of [origin, origin + 1 h) with curl.
 fetch_page() {
@@ -186,7 +195,7 @@ run_once() {
     { tail -20 "$dir/run.log"; die "msgtrace run --once failed in $dir"; }
   recv_settle "$conns" 1
   read -r RSS_KB u s WALL < "$dir/time.out"
-  CPU=$(echo "$u + $s" | bc -l)
+  CPU=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
   SENT=$(($(recv_total) - before))
   # What the collector says it sent, and on how many connections the receiver saw it.
   LOGGED=$(grep -o '[0-9]* event(s) sent' "$dir/run.log" | awk '{ s += $1 } END { print s + 0 }')
@@ -230,12 +239,13 @@ pids+=($IDLE_PID)
 wait_line "$D/run.log" 'Remote data is up to date' $RUN_LIMIT || { tail "$D/run.log"; die "continuous run did not finish its first pull"; }
 sleep 3
 # timeout forks: the collector is its child.
-CPID=$(pgrep -P "$IDLE_PID" | head -1 || true)
-[ -n "$CPID" ] || CPID=$IDLE_PID
+CPID=$(awk '{ print $1 }' "/proc/$IDLE_PID/task/$IDLE_PID/children" 2>/dev/null || true)
+[ -n "$CPID" ] || die "cannot find the collector under timeout (pid $IDLE_PID)"
 IDLE_KB=$(awk '/^VmRSS/ { print $2 }' "/proc/$CPID/status")
 IDLE_HWM=$(awk '/^VmHWM/ { print $2 }' "/proc/$CPID/status")
 kill -TERM "$CPID" 2>/dev/null || true
 wait "$IDLE_PID" 2>/dev/null || true
+forget "$IDLE_PID"
 row "idle RSS between pulls (VmRSS 3 s after the first pull; its peak was $(mib "$IDLE_HWM") MiB)" "$(mib "$IDLE_KB") MiB" "≤ 4 MiB" "$(okle "$IDLE_KB" 4096)"
 stop_emu
 
@@ -289,7 +299,7 @@ NOWPY=$(date +%s)
   > "$PY/out" 2> "$PY/err" || { cat "$PY/err"; die "python collector failed"; }
 recv_settle "$conns" 1
 read -r P_RSS u s P_WALL < "$PY/time.out"
-P_CPU=$(echo "$u + $s" | bc -l)
+P_CPU=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
 P_SENT=$(($(recv_total) - before))
 echo "   (python: $(cat "$PY/out"); the receiver counted $P_SENT; user $u s, sys $s s)"
 P_HTTP=$(awk '{ print $6 }' "$PY/out")
@@ -310,6 +320,9 @@ read -r _ _ recs _ it _ secs _ erate2 _ bytes _ _ < <("${CORE0[@]}" "$EX/bench_s
 row "encoder alone, the throughput run's records" "$erate2 records/s" "–" "–"
 
 echo "== instructions per record (callgrind)"
+if ! command -v valgrind >/dev/null; then
+  (apt-get install -y valgrind >/dev/null 2>&1) || true
+fi
 ir() { # page mode iters -> total Ir
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$EX/bench_scan" "$1" --iters "$3" --mode "$2" 2>&1 |
     awk '/Collected :/ { gsub(",", "", $NF); print $NF }'
@@ -317,6 +330,10 @@ ir() { # page mode iters -> total Ir
 IPAGE=$B/page-2000.xml
 NREC=$("$EX/bench_scan" "$IPAGE" --iters 1 --mode scan | awk '{ print $3 }')
 for mode in scan encode; do
+  if ! command -v valgrind >/dev/null; then
+    row "instructions per record, $mode (callgrind)" "not measured: valgrind missing" "–" "–"
+    continue
+  fi
   a=$(ir "$IPAGE" $mode 1)
   b=$(ir "$IPAGE" $mode 3)
   per=$(awk -v a="$a" -v b="$b" -v n="$NREC" 'BEGIN { printf "%.0f", (b - a) / (2 * n) }')
