@@ -3,9 +3,11 @@
 //! Owns: the query URL, the streaming scan of one Atom page and the OData error
 //! body reader. The body is read in `READ_CHUNK` pieces; a small byte-level
 //! splitter finds where each child of `<feed>` ends (tags, comments, CDATA and
-//! quoted attribute values are respected), and each complete child is then parsed
-//! with `xmlparser`: `<entry>` becomes a record at once, `<link rel="next">` the
-//! next page, everything else is ignored. Only the current child is held, so
+//! quoted attribute values are respected), and each complete child is then read:
+//! `<entry>` becomes a record at once (its `properties` walked with the same
+//! splitter — a second, full tokenizer cost half the scan), `<link rel="next">`
+//! (parsed with `xmlparser`) the next page, everything else is ignored. Only the
+//! current child is held, so
 //! memory is bounded by `MAX_BUFFER` whatever the page size. Elements are matched
 //! by local name: prefixes and namespace URIs vary between Microsoft's examples.
 //! Must not: do IO besides reading the body, or yield a record before its
