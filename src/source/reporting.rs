@@ -7,9 +7,9 @@
 //! `<entry>` becomes a record at once (its `properties` walked with the same
 //! splitter — a second, full tokenizer cost half the scan), `<link rel="next">`
 //! (parsed with `xmlparser`) the next page, everything else is ignored. Only the
-//! current child is held, so
-//! memory is bounded by `MAX_BUFFER` whatever the page size. Elements are matched
-//! by local name: prefixes and namespace URIs vary between Microsoft's examples.
+//! current child is held, so memory is bounded by `MAX_BUFFER` whatever the page
+//! size. Elements are matched by local name: prefixes and namespace URIs vary
+//! between Microsoft's examples.
 //! Must not: do IO besides reading the body, or yield a record before its
 //! `</entry>` was seen.
 //!
