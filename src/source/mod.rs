@@ -178,7 +178,12 @@ pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
     let has_t = b.get(10) == Some(&b'T');
     match zone {
         "Z" if has_t && t.len() == s.len() => s,
-        "" | "Z" | "z" | "+00:00" | "-00:00" if has_t => Cow::Owned(format!("{main}Z")),
+        "" | "Z" | "z" | "+00:00" | "-00:00" if has_t => {
+            let mut out = String::with_capacity(main.len() + 1);
+            out.push_str(main);
+            out.push('Z');
+            Cow::Owned(out)
+        }
         _ => {
             let frac = main.get(19..).unwrap_or("");
             let mut out = crate::time::rfc3339(inst.secs);

@@ -1,0 +1,106 @@
+//! `bench_state`: the state file's cost, for `make bench`. In a temp directory under
+//! `DIR` it writes checkpoints through `msgtrace::state::StateFile` as the puller does
+//! (between windows: a few edge keys; mid-window: a `$skiptoken` next link) until
+//! several compactions happened, and times an explicit `compact`. Prints one line:
+//! `state between_bytes B1 midwindow_bytes B2 checkpoints N secs_per_checkpoint S
+//! compactions C compact_secs T file_bytes F`.
+//!
+//! ```text
+//! bench_state DIR [--checkpoints N]
+//! ```
+//!
+//! Must not: write outside `DIR/msgtrace-bench-state-PID` (removed at the end).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use msgtrace::state::{encode_record, state_path, Cursor, StateFile};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(dir) = args.next() else {
+        eprintln!("usage: bench_state DIR [--checkpoints N]");
+        return ExitCode::from(1);
+    };
+    let mut n = 3000u64;
+    if args.next().as_deref() == Some("--checkpoints") {
+        n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n);
+    }
+    let dir =
+        std::path::Path::new(&dir).join(format!("msgtrace-bench-state-{}", std::process::id()));
+    let path = state_path(&dir, "bench", "office365_exchange_message_service");
+    let res = bench(&path, n);
+    let _ = std::fs::remove_dir_all(&dir);
+    match res {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench_state: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn cursor(i: u64) -> Cursor {
+    let start = 1_764_000_000 + (i as i64) * 900;
+    Cursor {
+        window_start: start,
+        window_end: 0,
+        next_link: None,
+        // A typical edge: the records of the last second of the window (a message of
+        // 1–5 recipients).
+        edge_keys: vec![
+            0x9e37_79b9_7f4a_7c15 ^ i,
+            0xc2b2_ae3d_27d4_eb4f ^ i,
+            0x1656_67b1_9e37_79f9 ^ i,
+        ],
+        requests: 3 * i,
+        sent: 1500 * i,
+        filtered: i,
+        reset_auth: Some("2026-01-01".into()),
+        delay_secs: 90_000,
+        service: "office365_exchange_message_service".into(),
+    }
+}
+
+fn mid_window(i: u64) -> Cursor {
+    let mut c = cursor(i);
+    c.window_end = c.window_start + 900;
+    c.edge_keys.clear();
+    c.next_link = Some(format!(
+        "https://reports.office365.com/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=StartDate%20eq%20datetime'2026-11-24T10:00:00Z'%20and%20EndDate%20eq%20datetime'2026-11-24T10:15:00Z'&$skiptoken={}",
+        2000 * (i % 7 + 1)
+    ));
+    c
+}
+
+fn bench(path: &std::path::Path, n: u64) -> msgtrace::Result<String> {
+    let between = encode_record(&cursor(1)).len();
+    let mid = encode_record(&mid_window(1)).len();
+    let (mut sf, _) = StateFile::open(path)?;
+    let mut compactions = 0u64;
+    let t = Instant::now();
+    for i in 0..n {
+        let before = sf.len();
+        // Pages and windows alternate as in a backfill: two pages then the window's end.
+        let c = if i % 3 == 2 { cursor(i) } else { mid_window(i) };
+        sf.checkpoint(&c)?;
+        if sf.len() < before {
+            compactions += 1;
+        }
+    }
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    // One explicit compaction of a grown file, timed alone.
+    for i in 0..100 {
+        sf.checkpoint(&mid_window(n + i))?;
+    }
+    let t = Instant::now();
+    sf.compact()?;
+    let compact = t.elapsed().as_secs_f64();
+    Ok(format!(
+        "state between_bytes {between} midwindow_bytes {mid} checkpoints {n} secs_per_checkpoint {per:.6} compactions {compactions} compact_secs {compact:.6} file_bytes {}",
+        sf.len()
+    ))
+}
