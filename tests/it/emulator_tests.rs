@@ -840,10 +840,10 @@ fn faults_occur_are_bounded_and_deterministic() -> Res<()> {
         for w in s.windows(3) {
             assert!(w.contains(&200), "{s:?}");
         }
-        assert!(
-            s.contains(&429) && s.contains(&503) && s.contains(&0),
-            "{s:?}"
-        );
+        // Which kinds appear depends on the URL's hash (the window moves with the clock),
+        // so ask for variety, not for every kind: `cut_bodies_are_cut_mid_entry` pins cuts.
+        let kinds = [429u16, 503, 0].iter().filter(|k| s.contains(k)).count();
+        assert!(kinds >= 2, "{s:?}");
         // Faults switch off at runtime.
         emu.set_faults(Faults::default());
         assert_eq!(statuses(&emu, &ag, &url, &tok, 3), [200, 200, 200]);

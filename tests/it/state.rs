@@ -591,7 +591,10 @@ fn lock_held_by_another_process_is_refused() {
     let path = state_path(tmp.path(), "8", RWS);
     drop(StateFile::open(&path).unwrap());
     let child = std::process::Command::new("flock")
-        .args(["-n", "-o"]) // -o: the lock stays with flock itself, not its sleep
+        // -w, not -n: the probe below holds the lock for an instant on every try, and a
+        // non-blocking child that hit such an instant would give up (flaky under load).
+        // -o: the lock stays with flock itself, not its sleep.
+        .args(["-w", "4", "-o"])
         .arg(&path)
         .args(["sleep", "5"])
         .spawn();
