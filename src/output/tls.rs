@@ -25,6 +25,12 @@ use crate::error::{Error, Result};
 /// Plaintext buffered before it is written: 64 KiB become four full 16 KiB TLS records
 /// in one socket write, so the per-record and per-syscall cost is paid rarely.
 pub const FLUSH_AT: usize = 64 * 1024;
+/// Most bytes of the last confirmed delivery kept for a resend after the connection
+/// fails. "Confirmed" means the receiver's TCP acknowledged the bytes; a receiver that is
+/// stopped right after (rsyslog on SIGTERM) drops what still sat in its socket buffer,
+/// so the tail of the last confirmed delivery is sent again on the next connection.
+/// Bounds both the memory (two buffers of this) and the duplicates per outage.
+pub const REPLAY_MAX: usize = 512 * 1024;
 /// Longest a host name may be (RFC 1035 / RFC 5424 HOSTNAME).
 const HOSTNAME_MAX: usize = 255;
 /// After a TLS 1.3 handshake the server checks our certificate only once it has our
@@ -68,6 +74,40 @@ pub struct Link {
     out: Vec<u8>,
     /// Last connection state logged, so that each change is logged once.
     logged: Option<bool>,
+    /// Chunks pushed since the last confirm (their tail, at most `REPLAY_MAX` bytes).
+    since_confirm: Replay,
+    /// Chunks of the last confirmed delivery: resent after a failure.
+    last_confirmed: Replay,
+    /// A connection failed since the last successful connect: resend `last_confirmed`.
+    replay_due: bool,
+}
+
+/// Whole framed chunks (each one `push`), oldest first, at most `REPLAY_MAX` bytes.
+#[derive(Default)]
+struct Replay {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Replay {
+    fn add(&mut self, chunk: &[u8]) {
+        if chunk.len() > REPLAY_MAX {
+            return;
+        }
+        while self.bytes + chunk.len() > REPLAY_MAX {
+            match self.chunks.pop_front() {
+                Some(c) => self.bytes -= c.len(),
+                None => break,
+            }
+        }
+        self.bytes += chunk.len();
+        self.chunks.push_back(chunk.to_vec());
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+    }
 }
 
 impl Link {
@@ -89,6 +129,9 @@ impl Link {
             generation: 0,
             out: Vec::with_capacity(FLUSH_AT + FLUSH_AT / 4),
             logged: None,
+            since_confirm: Replay::default(),
+            last_confirmed: Replay::default(),
+            replay_due: false,
         })
     }
 
@@ -154,6 +197,10 @@ impl Link {
                     log(Level::Info, &format!("{}: connected ({how})", self.label));
                     self.logged = Some(true);
                 }
+                if self.replay_due {
+                    self.replay_due = false;
+                    self.resend_last_confirmed()?;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -161,6 +208,28 @@ impl Link {
                 Err(e)
             }
         }
+    }
+
+    /// After a failure, send the last confirmed delivery again on the new connection:
+    /// the old receiver may have acknowledged it without processing it. What it did
+    /// process arrives twice (at most `REPLAY_MAX` bytes an outage); nothing is lost.
+    fn resend_last_confirmed(&mut self) -> Result<()> {
+        if self.last_confirmed.bytes == 0 {
+            return Ok(());
+        }
+        log(
+            Level::Info,
+            &format!(
+                "{}: resending the last {} byte(s) delivered before the connection failed",
+                self.label, self.last_confirmed.bytes
+            ),
+        );
+        let chunks: Vec<Vec<u8>> = self.last_confirmed.chunks.iter().cloned().collect();
+        for c in chunks {
+            self.out.extend_from_slice(&c);
+            self.push()?;
+        }
+        Ok(())
     }
 
     /// Write everything buffered to the socket. On failure the connection is dropped.
@@ -178,6 +247,9 @@ impl Link {
                 .and_then(|()| write_tls_all(tls, &mut conn.sock)),
             None => conn.sock.write_all(&self.out),
         };
+        if r.is_ok() {
+            self.since_confirm.add(&self.out);
+        }
         self.out.clear();
         r.map_err(|e| self.fail_io(&e, "sending failed"))
     }
@@ -203,6 +275,7 @@ impl Link {
                 return Err(self.fail_io(&e, "the receiver closed the connection"));
             }
             if pending == 0 {
+                self.last_confirmed = std::mem::take(&mut self.since_confirm);
                 return Ok(());
             }
             if start.elapsed() >= self.timeouts.drain {
@@ -222,6 +295,10 @@ impl Link {
     fn fail(&mut self, what: String) -> Error {
         self.conn = None;
         self.out.clear();
+        // What was sent since the last confirm is pulled again by the puller; the last
+        // confirmed delivery is resent by the next connect.
+        self.since_confirm.clear();
+        self.replay_due = true;
         let e = Error::Output {
             message: format!("{}: {what}", self.label),
             transient: true,
@@ -700,6 +777,24 @@ fn libc_hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_keeps_the_newest_whole_chunks_within_its_bound() {
+        let mut r = Replay::default();
+        let chunk = vec![b'x'; REPLAY_MAX / 3];
+        for _ in 0..5 {
+            r.add(&chunk);
+        }
+        assert_eq!(r.chunks.len(), 3);
+        assert_eq!(r.bytes, 3 * chunk.len());
+        r.add(&vec![b'y'; REPLAY_MAX + 1]); // larger than the bound: not kept
+        assert_eq!(r.chunks.len(), 3);
+        r.add(b"z");
+        assert_eq!(r.chunks.back().map(Vec::as_slice), Some(&b"z"[..]));
+        assert!(r.bytes <= REPLAY_MAX);
+        r.clear();
+        assert_eq!((r.chunks.len(), r.bytes), (0, 0));
+    }
 
     #[test]
     fn host_names_are_cleaned() {

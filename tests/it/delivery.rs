@@ -315,7 +315,9 @@ fn rsyslog_outage_mid_run_pauses_pulling_and_loses_nothing() {
         t.expected, t.delivered, t.duplicates
     );
     assert_complete(&t, "rsyslog after an outage");
-    assert!(t.duplicates <= PAGE, "{} duplicates", t.duplicates);
+    // The page in flight is pulled again, and the last confirmed delivery is resent
+    // (rsyslog may have acknowledged it without writing it): at most two pages.
+    assert!(t.duplicates <= 2 * PAGE, "{} duplicates", t.duplicates);
 }
 
 #[test]

