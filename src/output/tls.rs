@@ -80,9 +80,13 @@ pub struct Link {
     last_confirmed: Replay,
     /// A connection failed since the last successful connect: resend `last_confirmed`.
     replay_due: bool,
+    /// Recycled chunk buffers of the two replays.
+    spare: Vec<Vec<u8>>,
 }
 
 /// Whole framed chunks (each one `push`), oldest first, at most `REPLAY_MAX` bytes.
+/// Chunk buffers are recycled through `spare`, so keeping the replay tail costs one
+/// memcpy per push and no allocation on the per-record path.
 #[derive(Default)]
 struct Replay {
     chunks: std::collections::VecDeque<Vec<u8>>,
@@ -90,22 +94,28 @@ struct Replay {
 }
 
 impl Replay {
-    fn add(&mut self, chunk: &[u8]) {
+    fn add(&mut self, chunk: &[u8], spare: &mut Vec<Vec<u8>>) {
         if chunk.len() > REPLAY_MAX {
             return;
         }
         while self.bytes + chunk.len() > REPLAY_MAX {
             match self.chunks.pop_front() {
-                Some(c) => self.bytes -= c.len(),
+                Some(c) => {
+                    self.bytes -= c.len();
+                    spare.push(c);
+                }
                 None => break,
             }
         }
+        let mut buf = spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(chunk);
         self.bytes += chunk.len();
-        self.chunks.push_back(chunk.to_vec());
+        self.chunks.push_back(buf);
     }
 
-    fn clear(&mut self) {
-        self.chunks.clear();
+    fn clear(&mut self, spare: &mut Vec<Vec<u8>>) {
+        spare.extend(self.chunks.drain(..));
         self.bytes = 0;
     }
 }
@@ -132,6 +142,7 @@ impl Link {
             since_confirm: Replay::default(),
             last_confirmed: Replay::default(),
             replay_due: false,
+            spare: Vec::new(),
         })
     }
 
@@ -224,12 +235,18 @@ impl Link {
                 self.label, self.last_confirmed.bytes
             ),
         );
-        let chunks: Vec<Vec<u8>> = self.last_confirmed.chunks.iter().cloned().collect();
-        for c in chunks {
-            self.out.extend_from_slice(&c);
-            self.push()?;
+        let replay = std::mem::take(&mut self.last_confirmed);
+        let mut result = Ok(());
+        for c in &replay.chunks {
+            self.out.extend_from_slice(c);
+            result = self.push();
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // Kept until the next confirm replaces it: a second failure resends it again.
+        self.last_confirmed = replay;
+        result
     }
 
     /// Write everything buffered to the socket. On failure the connection is dropped.
@@ -248,7 +265,7 @@ impl Link {
             None => conn.sock.write_all(&self.out),
         };
         if r.is_ok() {
-            self.since_confirm.add(&self.out);
+            self.since_confirm.add(&self.out, &mut self.spare);
         }
         self.out.clear();
         r.map_err(|e| self.fail_io(&e, "sending failed"))
@@ -275,7 +292,9 @@ impl Link {
                 return Err(self.fail_io(&e, "the receiver closed the connection"));
             }
             if pending == 0 {
-                self.last_confirmed = std::mem::take(&mut self.since_confirm);
+                // What was just confirmed becomes the replay; the older one is recycled.
+                std::mem::swap(&mut self.last_confirmed, &mut self.since_confirm);
+                self.since_confirm.clear(&mut self.spare);
                 return Ok(());
             }
             if start.elapsed() >= self.timeouts.drain {
@@ -297,7 +316,7 @@ impl Link {
         self.out.clear();
         // What was sent since the last confirm is pulled again by the puller; the last
         // confirmed delivery is resent by the next connect.
-        self.since_confirm.clear();
+        self.since_confirm.clear(&mut self.spare);
         self.replay_due = true;
         let e = Error::Output {
             message: format!("{}: {what}", self.label),
@@ -781,19 +800,23 @@ mod tests {
     #[test]
     fn replay_keeps_the_newest_whole_chunks_within_its_bound() {
         let mut r = Replay::default();
+        let mut spare = Vec::new();
         let chunk = vec![b'x'; REPLAY_MAX / 3];
         for _ in 0..5 {
-            r.add(&chunk);
+            r.add(&chunk, &mut spare);
         }
         assert_eq!(r.chunks.len(), 3);
         assert_eq!(r.bytes, 3 * chunk.len());
-        r.add(&vec![b'y'; REPLAY_MAX + 1]); // larger than the bound: not kept
+        assert!(spare.is_empty(), "evicted buffers are reused by the next add");
+        r.add(&vec![b'y'; REPLAY_MAX + 1], &mut spare); // larger than the bound: not kept
         assert_eq!(r.chunks.len(), 3);
-        r.add(b"z");
+        r.add(b"z", &mut spare);
         assert_eq!(r.chunks.back().map(Vec::as_slice), Some(&b"z"[..]));
         assert!(r.bytes <= REPLAY_MAX);
-        r.clear();
+        let held = r.chunks.len();
+        r.clear(&mut spare);
         assert_eq!((r.chunks.len(), r.bytes), (0, 0));
+        assert_eq!(spare.len(), held, "cleared buffers go back to the pool");
     }
 
     #[test]

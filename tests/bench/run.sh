@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 T0=$(date +%s)
-BIN=$ROOT/target/msgtrace-static
+BIN=${MSGTRACE_BENCH_BIN:-$ROOT/target/msgtrace-static} # another build for an A/B comparison
 EX=$ROOT/target/release/examples
 RESULTS=$ROOT/tests/bench/RESULTS.md
 B=$(mktemp -d /tmp/msgtrace-bench.XXXXXX)
@@ -381,6 +381,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "- The budget is per CPU second of the collector. Per wall second the pull is bounded by"
   echo "  the emulator, which regenerates and sorts a whole window's records for every page it"
   echo "  serves, and by whatever else runs on the machine."
+  echo "- Seconds vary with the host: on this shared VM the same binary measured 106k-159k"
+  echo "  records per CPU second in one hour and 94k-106k in the next, while its instructions"
+  echo "  per record (callgrind, below) stayed the same. Compare instruction counts across runs."
   echo "- The throughput pull peaks higher than the 10-MB-page pull because its windows hold"
   echo "  100,000 records: the per-window dedup set keeps a key per record until the window ends."
   echo "- Instructions per record of the scanner were 96,500 before \`make bench\` existed"
