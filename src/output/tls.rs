@@ -807,7 +807,10 @@ mod tests {
         }
         assert_eq!(r.chunks.len(), 3);
         assert_eq!(r.bytes, 3 * chunk.len());
-        assert!(spare.is_empty(), "evicted buffers are reused by the next add");
+        assert!(
+            spare.is_empty(),
+            "evicted buffers are reused by the next add"
+        );
         r.add(&vec![b'y'; REPLAY_MAX + 1], &mut spare); // larger than the bound: not kept
         assert_eq!(r.chunks.len(), 3);
         r.add(b"z", &mut spare);
