@@ -114,13 +114,9 @@ impl TokenClient {
             ("client_id", self.creds.client_id.expose()),
             ("client_secret", self.creds.client_secret.expose()),
         ];
-        let scope;
         let extra = match self.api {
             Api::Reporting => ("resource", self.resource_url.as_str()),
-            Api::Graph => {
-                scope = graph_scope(&self.resource_url);
-                ("scope", scope.as_str())
-            }
+            Api::Graph => ("scope", GRAPH_SCOPE),
         };
         let resp = agent
             .post(&self.token_url)
@@ -156,10 +152,8 @@ impl TokenClient {
     }
 }
 
-/// The Graph scope: `https://graph.microsoft.com/.default`.
-pub fn graph_scope(_resource_url: &str) -> String {
-    "https://graph.microsoft.com/.default".to_string()
-}
+/// The scope of Graph tokens (application permissions granted to the app).
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// `access_token` and `expires_in` (a string in v1 answers, a number in v2).
 pub fn parse_token_answer(body: &str) -> Result<(String, i64)> {

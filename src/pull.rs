@@ -174,7 +174,6 @@ pub struct Tenant {
     retried_401: bool,
     pull: Option<Pull>,
     once: bool,
-    tag: String,
 }
 
 fn backoff(base_secs: u64, attempt: u32) -> Duration {
@@ -308,7 +307,6 @@ impl Tenant {
             input.credentials.clone(),
         );
         let pacer = (svc.api == Api::Graph).then(|| Pacer::new(svc.max_requests_per_5_minutes));
-        let tag = "cloud.office365.messagetracing".to_string();
         Ok(Tenant {
             input: input.clone(),
             comp,
@@ -324,12 +322,7 @@ impl Tenant {
             retried_401: false,
             pull: None,
             once,
-            tag,
         })
-    }
-
-    pub fn cursor(&self) -> &Cursor {
-        &self.cursor
     }
 
     fn period(&self) -> Duration {
@@ -603,7 +596,7 @@ impl Tenant {
                 p.requests,
                 p.filtered,
                 p.sent,
-                self.tag,
+                crate::output::devo::DEVO_TAG,
                 p.started.elapsed().as_secs_f64()
             );
         }

@@ -190,7 +190,8 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     let interval = stats_interval();
     let mut next_mem = Instant::now() + interval;
     let mut next_send = Instant::now() + interval * 2;
-    let mut last_sent: u64 = 0;
+    // Per output: messages sent at the last report.
+    let mut last_sent: Vec<u64> = Vec::new();
     let mut last_stamp = time::now();
     let mut stop_at: Option<Instant> = None;
     loop {
@@ -238,23 +239,24 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         }
         if now_i >= next_send {
             next_send = now_i + interval * 2;
-            let out = lock(&shared.outputs);
-            for (name, st) in out.stats() {
+            let stats = lock(&shared.outputs).stats();
+            last_sent.resize(stats.len(), 0);
+            for ((name, st), last) in stats.iter().zip(last_sent.iter_mut()) {
                 info!(
                     "OutputProcess::SenderManagerMonitor",
                     "Sender: {name}, status: {{\"internal_queue_size\": {}, \"is_connection_open\": {}}}",
                     st.queued_bytes,
                     st.connected
                 );
+                info!(
+                    "OutputProcess::SenderManagerMonitor",
+                    "Sender: {name} - Total number of messages sent: {}, messages sent since \"{}\": {}",
+                    st.sent_total,
+                    time::rfc3339(last_stamp),
+                    st.sent_total.saturating_sub(*last)
+                );
+                *last = st.sent_total;
             }
-            let total: u64 = out.stats().first().map_or(0, |(_, st)| st.sent_total);
-            info!(
-                "OutputProcess::SenderManagerMonitor",
-                "Standard - Total number of messages sent: {total}, messages sent since \"{}\": {}",
-                time::rfc3339(last_stamp),
-                total.saturating_sub(last_sent)
-            );
-            last_sent = total;
             last_stamp = time::now();
         }
     }
