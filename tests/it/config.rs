@@ -319,7 +319,9 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn reference_table_lists_every_service_key() {
     let md = config::reference_table_markdown();
-    assert!(md.starts_with("| key | type | range | default | meaning |\n|---|---|---|---|---|\n"));
+    assert!(md.starts_with(
+        "| key | type | range | default | API | codes | meaning |\n|---|---|---|---|---|---|---|\n"
+    ));
     assert_eq!(md.lines().count(), config::SERVICE_KEYS.len() + 2);
     for k in config::SERVICE_KEYS {
         assert!(md.contains(&format!("| {} |", k.name)));

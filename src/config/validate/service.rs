@@ -1,0 +1,199 @@
+//! An input's `services` section → [`ServiceConfig`]: which API, and every service key
+//! checked by its row in [`crate::config::keys::SERVICE_KEYS`].
+//!
+//! Owns: choosing the one service of an input, filling `ServiceConfig` from the checked
+//! rows, and the rules that involve named keys: the short-delay warning, the refusal of
+//! sovereign clouds for Graph, and the warning for a key the chosen API ignores.
+//! Must not: restate a key's type, range, default or code (they are the row's).
+
+use super::rows::Values;
+use super::{Checker, Fields};
+use crate::config::keys::{self, SAFE_DELAY_SECS, SERVICE_KEYS};
+use crate::config::model::{Api, ServiceConfig};
+use crate::config::tree::{Diag, Node, Value};
+
+pub(super) fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<ServiceConfig> {
+    let (rep_name, graph_name) = (Api::Reporting.service_name(), Api::Graph.service_name());
+    let Some(e) = f.opt("services") else {
+        c.err(
+            f.pos,
+            None,
+            &f.path("services"),
+            "missing",
+            format!("add `services:` with `{rep_name}:` (or `{graph_name}:` for Microsoft Graph)"),
+        );
+        return None;
+    };
+    let sf = c.fields(&e.node, &f.path("services"), &[rep_name, graph_name], None)?;
+    let (se, api) = match (sf.get(rep_name), sf.get(graph_name)) {
+        (Some(_), Some(g)) => {
+            c.err(
+                g.key_pos,
+                None,
+                &sf.path(graph_name),
+                "both services are configured: they would send the same records",
+                "keep one service per input (Graph replaces the Reporting Web Service)",
+            );
+            return None;
+        }
+        (Some(r), None) => (r, Api::Reporting),
+        (None, Some(g)) => (g, Api::Graph),
+        (None, None) => {
+            if sf.entries.is_empty() {
+                c.err(
+                    sf.pos,
+                    None,
+                    &sf.path,
+                    "no service configured",
+                    format!("add `{rep_name}:` (or `{graph_name}:`)"),
+                );
+            }
+            return None;
+        }
+    };
+    let path = sf.path(&se.key);
+    let names: Vec<&str> = SERVICE_KEYS.iter().map(|k| k.name).collect();
+    let empty = Node {
+        pos: se.key_pos,
+        value: Value::Map(Vec::new()),
+    };
+    let node = if se.node.value == Value::Null {
+        &empty
+    } else {
+        &se.node
+    };
+    let s = c.fields(node, &path, &names, None)?;
+    let v = Values::check(c, &s, SERVICE_KEYS);
+    short_delay_warning(c, &s, &v);
+    if api == Api::Graph {
+        refuse_sovereign_clouds(c, &s);
+    }
+    ignored_key_warnings(c, &s, api);
+    let url = |key: &keys::Key| v.text(key).unwrap_or_default();
+    Some(ServiceConfig {
+        api,
+        timeout_secs: v.float(&keys::REQUESTS_TIMEOUT_IN_SECONDS),
+        retries: v.u32(&keys::REQUESTS_RETRIES_BEFORE_ERROR_IN_UNITS),
+        retry_wait_secs: v.u64(&keys::REQUESTS_WAIT_TIME_BETWEEN_RETRIES_IN_SECONDS),
+        period_secs: v.u64(&keys::REQUEST_PERIOD_IN_SECONDS),
+        window_secs: v.u64(&keys::WINDOW_IN_SECONDS),
+        delay_secs: v.u64(&keys::OVERRIDE_TIME_DELAY_IN_SECONDS),
+        reset_persistence_auth: v.text(&keys::RESET_PERSISTENCE_AUTH),
+        reporting_url: with_path(&url(&keys::OVERRIDE_BASE_URL), keys::REPORTING_PATH),
+        auth_url: url(&keys::OVERRIDE_BASE_AUTH_URL)
+            .trim_end_matches('/')
+            .to_string(),
+        resource_url: url(&keys::OVERRIDE_BASE_RESOURCE_URL)
+            .trim_end_matches('/')
+            .to_string(),
+        graph_url: with_path(&url(&keys::OVERRIDE_GRAPH_URL), keys::GRAPH_PATH),
+        ca_file: v.path(&keys::CA_FILE),
+        max_requests_per_5_minutes: v.u32(&keys::MAX_REQUESTS_PER_5_MINUTES),
+    })
+}
+
+/// A delay below [`SAFE_DELAY_SECS`] is allowed but may miss records that settle late.
+fn short_delay_warning(c: &mut Checker<'_>, s: &Fields<'_>, v: &Values) {
+    let key = &keys::OVERRIDE_TIME_DELAY_IN_SECONDS;
+    let delay = v.int(key);
+    let Some(e) = s.opt(key.name) else {
+        return;
+    };
+    if delay >= SAFE_DELAY_SECS {
+        return;
+    }
+    let default = key.default_text();
+    let warning = Diag {
+        pos: e.node.pos,
+        code: None,
+        key: s.path(key.name),
+        what: format!("{delay} s is below {SAFE_DELAY_SECS} s: records that reach the API up to 24 h late may be missed"),
+        fix: format!("use {SAFE_DELAY_SECS} or more (default {default})"),
+    };
+    let line = warning.render(c.label);
+    c.warnings.push(line);
+}
+
+/// Graph message trace exists in the worldwide cloud only: a sovereign-cloud token or
+/// Graph endpoint can never serve it, so say so now rather than fail every pull.
+fn refuse_sovereign_clouds(c: &mut Checker<'_>, s: &Fields<'_>) {
+    for key in [&keys::OVERRIDE_BASE_AUTH_URL, &keys::OVERRIDE_GRAPH_URL] {
+        let Some(e) = s.opt(key.name) else { continue };
+        let Value::Str(v) = &e.node.value else {
+            continue;
+        };
+        if let Some(cloud) = sovereign_cloud(v) {
+            c.err(
+                e.node.pos,
+                key.codes.bad_value,
+                &s.path(key.name),
+                format!("{cloud} is a sovereign cloud, and Microsoft Graph message trace exists in the worldwide cloud only"),
+                "use office365_exchange_message_service (Reporting Web Service) for this tenant, or remove the override",
+            );
+        }
+    }
+}
+
+/// A key of the other API is ignored, with a warning (it is not a mistake: moving a
+/// tenant between APIs is replacing the service key).
+fn ignored_key_warnings(c: &mut Checker<'_>, s: &Fields<'_>, api: Api) {
+    for key in SERVICE_KEYS {
+        let Some(needs) = key.api.filter(|&a| a != api) else {
+            continue;
+        };
+        if let Some(e) = s.opt(key.name) {
+            let line = format!(
+                "{}:{}:{}: {}: is used only by {}; ignored",
+                c.label,
+                e.key_pos.line,
+                e.key_pos.col,
+                s.path(&e.key),
+                needs.service_name()
+            );
+            c.warnings.push(line);
+        }
+    }
+}
+
+/// The sovereign cloud a Microsoft endpoint URL belongs to, if any.
+pub fn sovereign_cloud(url: &str) -> Option<&'static str> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    const CLOUDS: [(&str, &str); 6] = [
+        ("login.microsoftonline.us", "US Government (GCC High/DoD)"),
+        ("graph.microsoft.us", "US Government (GCC High)"),
+        ("dod-graph.microsoft.us", "US Government (DoD)"),
+        (
+            "login.chinacloudapi.cn",
+            "Microsoft Azure operated by 21Vianet",
+        ),
+        (
+            "login.partner.microsoftonline.cn",
+            "Microsoft Azure operated by 21Vianet",
+        ),
+        (
+            "microsoftgraph.chinacloudapi.cn",
+            "Microsoft Azure operated by 21Vianet",
+        ),
+    ];
+    CLOUDS
+        .iter()
+        .find(|(h, _)| host == *h)
+        .map(|(_, name)| *name)
+}
+
+/// `value` (without trailing `/`) + `path` unless it already ends with `path` (ASCII case-insensitive).
+pub(super) fn with_path(value: &str, path: &str) -> String {
+    let v = value.trim_end_matches('/');
+    if v.to_ascii_lowercase().ends_with(&path.to_ascii_lowercase()) {
+        v.to_string()
+    } else {
+        format!("{v}{path}")
+    }
+}
