@@ -9,6 +9,8 @@
 //! Must not: echo a secret (only [`Secret::obfuscated`]), or read a `<secret>_file` of
 //! `globals.credentials` more than once.
 
+use std::collections::HashMap;
+
 use super::rows::Values;
 use super::service::check_services;
 use super::{join, Checker, Fields};
@@ -42,12 +44,15 @@ const CREDENTIAL_KEYS: &[&str] = &[
     "client_id_file",
     "client_secret_file",
 ];
-/// `globals.credentials`: one app registration for many tenants (no `tenant_id`).
+/// `globals.credentials`: one app registration for many tenants. `tenant_id` is known
+/// here only to be refused with a precise fix (a tenant is always the input's own).
 const GLOBAL_CREDENTIAL_KEYS: &[&str] = &[
     "client_id",
     "client_secret",
     "client_id_file",
     "client_secret_file",
+    "tenant_id",
+    "tenant_id_file",
 ];
 
 /// One secret key of a credentials mapping.
@@ -83,6 +88,17 @@ pub(super) fn global_credentials(c: &mut Checker<'_>, g: &Fields<'_>) -> Inherit
             client_secret: Given::Bad,
         };
     };
+    for key in ["tenant_id", "tenant_id_file"] {
+        if let Some(e) = cf.get(key) {
+            c.err(
+                e.key_pos,
+                None,
+                &cf.path(key),
+                "a tenant is not shared",
+                "give `tenant_id` in each input's `credentials:`",
+            );
+        }
+    }
     Inherited {
         present: true,
         client_id: secret(c, &cf, "client_id", 4),
@@ -117,7 +133,10 @@ pub(super) fn check_inputs(
         return out;
     };
     // (id, line) and (tenant, api, name, line) seen so far, for duplicate checks.
-    let mut ids: Vec<(String, u32, String)> = Vec::new();
+    // First input per id: (line, name); inputs per tenant (lowercase): indices into
+    // `out`. Maps, not scans: an MSSP's config has a thousand inputs.
+    let mut ids: HashMap<String, (u32, String)> = HashMap::new();
+    let mut tenants: HashMap<String, Vec<usize>> = HashMap::new();
     for ie in entries {
         let name = ie.key.as_str();
         let named_ok = name == INPUT_BASE
@@ -131,7 +150,7 @@ pub(super) fn check_inputs(
         }
         let path = format!("inputs.{name}");
         if let Some(input) = check_input(c, ie, &path, inherited) {
-            if let Some((_, line, other)) = ids.iter().find(|(id, _, _)| *id == input.id) {
+            if let Some((line, other)) = ids.get(&input.id) {
                 let what = format!(
                     "id `{}` is also used by input `{other}` (line {line})",
                     echo(&input.id)
@@ -144,17 +163,18 @@ pub(super) fn check_inputs(
                     what,
                     "give every input its own id (it names the state file: never reuse one)",
                 );
+            } else {
+                ids.insert(input.id.clone(), (ie.key_pos.line, name.to_string()));
             }
-            ids.push((input.id.clone(), ie.key_pos.line, name.to_string()));
             // The same tenant twice sends every record twice — also when one input
             // runs the Reporting Web Service and the other Graph (both enabled).
-            let dup = out.iter().find(|o| {
-                (o.service.api == input.service.api || (o.enabled && input.enabled))
-                    && o.credentials
-                        .tenant_id
-                        .expose()
-                        .eq_ignore_ascii_case(input.credentials.tenant_id.expose())
-            });
+            let same_tenant = tenants
+                .entry(input.credentials.tenant_id.expose().to_ascii_lowercase())
+                .or_default();
+            let dup = same_tenant
+                .iter()
+                .filter_map(|&i| out.get(i))
+                .find(|o| o.service.api == input.service.api || (o.enabled && input.enabled));
             if let Some(o) = dup {
                 let what = format!(
                     "tenant `{}` already runs {} in input `{}`",
@@ -170,6 +190,7 @@ pub(super) fn check_inputs(
                     "remove one of the two inputs: both would send the same records",
                 );
             }
+            same_tenant.push(out.len());
             out.push(input);
         }
     }
