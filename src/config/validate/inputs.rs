@@ -442,3 +442,51 @@ fn secret(c: &mut Checker<'_>, f: &Fields<'_>, key: &str, missing: u8) -> Given 
         (None, None) => Given::Absent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse_str_with_env;
+    use crate::error::Error;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const CREDS: &str = "outputs:\n  o:\n    type: stdout\ninputs:\n  office365_exchange_message:\n    id: 1\n    credentials:\n";
+
+    #[test]
+    fn secrets_from_files_are_trimmed_and_never_shown() {
+        let dir = std::env::temp_dir().join(format!("msgtrace-cfg-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t"), "tenant-from-file\r\n\n").unwrap();
+        std::fs::write(dir.join("s"), "secret from file\n").unwrap();
+        let text = format!(
+            "{CREDS}      tenant_id_file: t\n      client_id: cid-12345\n      client_secret_file: {}\n    services:\n      office365_exchange_message_service:\n",
+            dir.join("s").display()
+        );
+        let cfg = parse_str_with_env(&text, "c.yaml", &dir, &no_env).unwrap();
+        let c = &cfg.inputs[0].credentials;
+        assert_eq!(c.tenant_id.expose(), "tenant-from-file");
+        assert_eq!(c.client_secret.expose(), "secret from file");
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("tenant-from-file") && !shown.contains("secret from file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn messages_never_echo_secrets() {
+        let text = format!(
+            "{CREDS}      tenant_id: \"\"\n      client_id: 5\n      client_secret: 'p@ss: word'\n      clent_secret: leaked?\n    services:\n"
+        );
+        let Err(Error::Config(lines)) =
+            parse_str_with_env(&text, "c.yaml", Path::new("/"), &no_env)
+        else {
+            panic!("expected errors")
+        };
+        let all = lines.join("\n");
+        assert!(!all.contains("p@ss"), "{all}");
+        assert!(all.contains("InitVariablesError(2)"), "{all}");
+    }
+}

@@ -279,3 +279,61 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, certs: Certs) -> Option
         tag,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::OUTPUT_TYPES;
+    use crate::config::{parse_str_with_env, OutputKind};
+    use crate::error::Error;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn outputs(body: &str) -> Result<Vec<OutputKind>, Vec<String>> {
+        let text = format!("outputs:\n{body}inputs:\n  office365_exchange_message:\n    id: 1\n    credentials:\n      tenant_id: t\n      client_id: c\n      client_secret: s\n    services:\n      office365_exchange_message_service:\n");
+        match parse_str_with_env(&text, "o.yaml", Path::new("/nonexistent"), &no_env) {
+            Ok(cfg) => Ok(cfg.outputs.into_iter().map(|o| o.kind).collect()),
+            Err(Error::Config(lines)) => Err(lines),
+            Err(e) => Err(vec![e.to_string()]),
+        }
+    }
+
+    #[test]
+    fn each_registered_type_is_dispatched_and_named_in_messages() {
+        let names: Vec<&str> = OUTPUT_TYPES.iter().map(|t| t.name).collect();
+        assert_eq!(names, ["devo_platform", "syslog", "stdout", "file"]);
+        let got = outputs(
+            "  a:\n    type: stdout\n  b:\n    type: file\n    config:\n      path: /tmp/x\n  c:\n    type: syslog\n    config:\n      address: h\n      port: 514\n      type: TCP\n  d:\n    type: devo_platform\n    config:\n      address: h\n      port: 443\n      type: TCP\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            got.as_slice(),
+            [
+                OutputKind::Stdout,
+                OutputKind::File { .. },
+                OutputKind::Syslog(_),
+                OutputKind::Devo(_)
+            ]
+        ));
+        let lines =
+            outputs("  a:\n    config:\n      path: x\n  b:\n    type: sislog\n").unwrap_err();
+        assert!(
+            lines[0].ends_with("add `type: devo_platform` (or syslog, stdout, file)"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1]
+                .contains("did you mean `syslog`? (one of devo_platform, syslog, stdout, file)"),
+            "{lines:?}"
+        );
+        // A type's keys are its own: `tag` belongs to syslog, not to Devo.
+        let lines = outputs("  d:\n    type: devo_platform\n    config:\n      address: h\n      port: 443\n      type: TCP\n      tag: x\n").unwrap_err();
+        assert!(
+            lines[0].contains("outputs.d.config.tag: unknown key"),
+            "{lines:?}"
+        );
+    }
+}

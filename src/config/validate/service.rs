@@ -197,3 +197,112 @@ pub(super) fn with_path(value: &str, path: &str) -> String {
         format!("{v}{path}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::keys::{self, Key};
+    use crate::config::{
+        parse_str_with_env, Config, DEFAULT_BASE_URL, DEFAULT_GRAPH_URL, GRAPH_PATH,
+        REPORTING_PATH, SERVICE_KEYS,
+    };
+    use crate::error::{Error, Result};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const CREDS: &str = "outputs:\n  o:\n    type: stdout\ninputs:\n  office365_exchange_message:\n    id: 1\n    credentials:\n";
+
+    fn with_service_key(line: &str) -> Result<Config> {
+        let text = format!(
+            "{CREDS}      tenant_id: t-1\n      client_id: c-1\n      client_secret: s-1\n    services:\n      office365_exchange_message_graph_service:\n        {line}\n"
+        );
+        parse_str_with_env(&text, "c.yaml", Path::new("/"), &no_env)
+    }
+
+    /// Every row's default is what an absent key yields, and its int/float range is
+    /// exactly what validation accepts (bounds in, one beyond out, with the row's code).
+    #[test]
+    fn key_rows_drive_validation_and_defaults() {
+        use keys::Kind;
+        let cfg = with_service_key("# defaults").unwrap();
+        let svc = &cfg.inputs[0].service;
+        let by_row: &[(&Key, String)] = &[
+            (
+                &keys::REQUESTS_TIMEOUT_IN_SECONDS,
+                svc.timeout_secs.to_string(),
+            ),
+            (
+                &keys::REQUESTS_RETRIES_BEFORE_ERROR_IN_UNITS,
+                svc.retries.to_string(),
+            ),
+            (
+                &keys::REQUESTS_WAIT_TIME_BETWEEN_RETRIES_IN_SECONDS,
+                svc.retry_wait_secs.to_string(),
+            ),
+            (
+                &keys::REQUEST_PERIOD_IN_SECONDS,
+                svc.period_secs.to_string(),
+            ),
+            (&keys::WINDOW_IN_SECONDS, svc.window_secs.to_string()),
+            (
+                &keys::OVERRIDE_TIME_DELAY_IN_SECONDS,
+                svc.delay_secs.to_string(),
+            ),
+            (
+                &keys::MAX_REQUESTS_PER_5_MINUTES,
+                svc.max_requests_per_5_minutes.to_string(),
+            ),
+            (&keys::OVERRIDE_BASE_AUTH_URL, svc.auth_url.clone()),
+            (&keys::OVERRIDE_BASE_RESOURCE_URL, svc.resource_url.clone()),
+        ];
+        for (row, actual) in by_row {
+            assert_eq!(*actual, row.default_text(), "{}", row.name);
+        }
+        assert_eq!(
+            svc.reporting_url,
+            format!("{DEFAULT_BASE_URL}{REPORTING_PATH}")
+        );
+        assert_eq!(svc.graph_url, format!("{DEFAULT_GRAPH_URL}{GRAPH_PATH}"));
+        assert_eq!(svc.reset_persistence_auth, None);
+        assert_eq!(svc.ca_file, None);
+        for k in SERVICE_KEYS {
+            let (lo, hi, step) = match k.kind {
+                Kind::Int { min, max, .. } => {
+                    (min.to_string(), max.to_string(), (min - 1, max + 1))
+                }
+                Kind::Float { min, max, .. } => (
+                    min.to_string(),
+                    max.to_string(),
+                    (min as i64 - 1, max as i64 + 1),
+                ),
+                _ => continue,
+            };
+            for ok in [lo, hi] {
+                assert!(
+                    with_service_key(&format!("{}: {ok}", k.name)).is_ok(),
+                    "{} {ok}",
+                    k.name
+                );
+            }
+            for bad in [step.0, step.1] {
+                let Err(Error::Config(lines)) = with_service_key(&format!("{}: {bad}", k.name))
+                else {
+                    panic!("{} accepts {bad}", k.name)
+                };
+                assert!(
+                    lines[0].contains(k.name) && lines[0].contains("out of range"),
+                    "{lines:?}"
+                );
+                if let Some(code) = k.codes.bad_value {
+                    assert!(
+                        lines[0].contains(&format!("InitVariablesError({code})")),
+                        "{lines:?}"
+                    );
+                }
+            }
+        }
+    }
+}
