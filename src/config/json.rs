@@ -21,7 +21,10 @@ pub fn parse_json(text: &str, env: EnvFn<'_>) -> Result<Node, Vec<Diag>> {
 
 /// The JSON tree plus per-value mistakes (arrays, `${..}`), which leave a null in the
 /// tree so that validation can still report the rest; `Err` for a syntax error.
-pub fn parse_json_partial(text: &str, env: EnvFn<'_>) -> Result<(Node, Vec<Diag>), Vec<Diag>> {
+pub(crate) fn parse_json_partial(
+    text: &str,
+    env: EnvFn<'_>,
+) -> Result<(Node, Vec<Diag>), Vec<Diag>> {
     use miniserde::json::Value as J;
     check_depth(text).map_err(|d| vec![d])?;
     let parsed: J = miniserde::json::from_str(text).map_err(|_| {
@@ -140,7 +143,7 @@ impl JsonCtx<'_, '_> {
 }
 
 /// The 1-based line and column (in characters) of byte offset `at` of `text`.
-pub fn offset_pos(text: &str, at: usize) -> Pos {
+pub(crate) fn offset_pos(text: &str, at: usize) -> Pos {
     let before = text.get(..at).unwrap_or("");
     let line = before.matches('\n').count().saturating_add(1);
     let line_start = before.rfind('\n').map_or(0, |i| i.saturating_add(1));

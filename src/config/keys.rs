@@ -7,7 +7,7 @@
 //! ([`super::validate`]) checks every row generically, the typed [`super::ServiceConfig`]
 //! takes each row's checked value or its default, and `check` prints the validator's
 //! messages, so a key's facts are written here once. Adding a service key is one row in
-//! [`service_keys!`] plus its use (a `ServiceConfig` field filled in
+//! `service_keys!` plus its use (a `ServiceConfig` field filled in
 //! `validate/service.rs`).
 //! Must not: read the tree or hold per-file state; the table is `const` data.
 

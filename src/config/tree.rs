@@ -190,12 +190,12 @@ pub fn real_env(name: &str) -> Option<String> {
 }
 
 /// `s` clipped to [`MAX_ECHO`] characters, for echoing a value in a message.
-pub fn echo(s: &str) -> String {
+pub(crate) fn echo(s: &str) -> String {
     clip(s, MAX_ECHO)
 }
 
 /// At most `n` characters of `s`, with `…` when cut.
-pub fn clip(s: &str, n: usize) -> String {
+pub(crate) fn clip(s: &str, n: usize) -> String {
     let mut out: String = s.chars().take(n).collect();
     if s.chars().nth(n).is_some() {
         out.push('…');
@@ -204,12 +204,12 @@ pub fn clip(s: &str, n: usize) -> String {
 }
 
 /// A count as a line or column number (saturating).
-pub fn to_u32(n: usize) -> u32 {
+pub(crate) fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Replace every `${NAME}`; errors are (what, fix).
-pub fn substitute(s: &str, env: EnvFn<'_>) -> Result<String, (String, String)> {
+pub(crate) fn substitute(s: &str, env: EnvFn<'_>) -> Result<String, (String, String)> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("${") {
