@@ -1028,22 +1028,7 @@ pub struct TlsOutput {
     pub tag: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `office365_exchange_message_service`.
-    Reporting,
-    /// `office365_exchange_message_graph_service`.
-    Graph,
-}
-
-impl Api {
-    pub fn service_name(self) -> &'static str {
-        match self {
-            Api::Reporting => "office365_exchange_message_service",
-            Api::Graph => "office365_exchange_message_graph_service",
-        }
-    }
-}
+pub use crate::source::Api;
 
 #[derive(Debug, Clone)]
 pub struct InputConfig {

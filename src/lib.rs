@@ -6,6 +6,7 @@ pub mod log;
 
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod record;
 pub mod run;
 pub mod source;
 pub mod state;
+pub mod tenant;
 pub mod time;
 pub mod window;
 

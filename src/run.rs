@@ -1,7 +1,8 @@
 //! `msgtrace run`: the process around the tenants — outputs, a small worker pool that
 //! interleaves tenants' pulls, signals, statistics.
 //!
-//! Concurrency model: every tenant is a state machine (`pull::Tenant`) whose `step`
+//! Concurrency model: every tenant is a state machine (`pull::Tenant`, its phase in
+//! `tenant`) whose `step`
 //! makes at most one page request. A scheduler queue holds each tenant with the
 //! instant it is due; `MAX_WORKERS` threads take the earliest due tenant, run one step
 //! and put it back. A tenant in a ten-day backfill goes to the back of the queue after
@@ -31,6 +32,10 @@ pub const MAX_WORKERS: usize = 4;
 pub const WORKER_STACK: usize = 256 * 1024;
 /// How long shutdown waits for workers before leaving (the 5 s promise, with margin).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4000);
+/// First wait before pulling is retried while an output is down…
+pub const RECONNECT_BASE: Duration = Duration::from_millis(500);
+/// …doubling per failed attempt up to this.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Default interval of memory statistics; sender statistics come every second one.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -58,7 +63,7 @@ pub fn stop_requested() -> bool {
 
 struct Sched {
     queue: Vec<(Instant, usize)>,
-    done: Vec<Option<std::result::Result<(), String>>>,
+    done: Vec<Option<Result<()>>>,
     fatal: Option<Error>,
     out_attempt: u32,
     stopping: bool,
@@ -121,7 +126,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     // which bounds idle connections (and their buffers) however many tenants there are.
     let mut agents: HashMap<(u64, Option<PathBuf>), ureq::Agent> = HashMap::new();
     let mut tenants = Vec::new();
-    let mut failed_at_start: Vec<(String, String)> = Vec::new();
+    let mut failed_at_start: Vec<(String, Error)> = Vec::new();
     for input in enabled {
         let svc = &input.service;
         let key = (svc.timeout_secs.to_bits(), svc.ca_file.clone());
@@ -146,7 +151,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                     "InputProcess::MainThread",
                     "{}#{} cannot start: {e}", input.name, input.id
                 );
-                failed_at_start.push((format!("{}#{}", input.name, input.id), e.to_string()));
+                failed_at_start.push((format!("{}#{}", input.name, input.id), e));
             }
         }
     }
@@ -156,7 +161,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     let shared = Arc::new(Shared {
         sched: Mutex::new(Sched {
             queue: (0..n).map(|i| (start, i)).collect(),
-            done: vec![None; n],
+            done: (0..n).map(|_| None).collect(),
             fatal: None,
             out_attempt: 0,
             stopping: false,
@@ -273,10 +278,13 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         return Ok(0);
     }
     let mut failed = failed_at_start;
-    for (i, d) in s.done.iter().enumerate() {
+    let mut s = s;
+    let done = std::mem::take(&mut s.done);
+    drop(s);
+    for (d, t) in done.into_iter().zip(&shared.tenants) {
         if let Some(Err(why)) = d {
-            let t = lock(&shared.tenants[i]);
-            failed.push((format!("{}#{}", t.input.name, t.input.id), why.clone()));
+            let t = lock(t);
+            failed.push((format!("{}#{}", t.input.name, t.input.id), why));
         }
     }
     if failed.is_empty() {
@@ -294,7 +302,8 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         total,
         names.join(", ")
     );
-    Ok(if failed.iter().all(|(_, w)| w.contains("SetupError")) {
+    // Only credentials problems everywhere: a setup error (exit 2); else fatal (3).
+    Ok(if failed.iter().all(|(_, e)| e.is_setup()) {
         2
     } else {
         3
@@ -354,7 +363,10 @@ fn worker(sh: &Shared) {
             Err(_) => Ok(Next::OutputDown),
             Ok(()) => {
                 lock(&sh.sched).out_attempt = 0;
-                lock(&sh.tenants[idx]).step(&sh.outputs)
+                match sh.tenants.get(idx) {
+                    Some(t) => lock(t).step(&sh.outputs),
+                    None => Err(Error::State(format!("no tenant {idx} in the schedule"))),
+                }
             }
         };
         let mut s = lock(&sh.sched);
@@ -362,9 +374,12 @@ fn worker(sh: &Shared) {
             Ok(Next::After(d)) => s.queue.push((Instant::now() + d, idx)),
             Ok(Next::OutputDown) => {
                 s.out_attempt = s.out_attempt.saturating_add(1);
-                let wait = Duration::from_millis(250u64.saturating_mul(1 << s.out_attempt.min(7)));
-                s.queue
-                    .push((Instant::now() + wait.min(Duration::from_secs(30)), idx));
+                let wait = crate::backoff::delay(
+                    RECONNECT_BASE,
+                    s.out_attempt,
+                    RECONNECT_MAX,
+                );
+                s.queue.push((Instant::now() + wait, idx));
             }
             Ok(Next::Done(r)) => {
                 if let Some(slot) = s.done.get_mut(idx) {
