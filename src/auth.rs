@@ -9,9 +9,9 @@
 use miniserde::json::{self, Value};
 
 use crate::config::Credentials;
-use crate::source::Api;
 use crate::error::{Error, Result};
 use crate::http;
+use crate::source::Api;
 
 /// Renew when less than this much of the token's life is left…
 pub const RENEW_MARGIN_SECS: i64 = 300;

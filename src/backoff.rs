@@ -39,7 +39,10 @@ mod tests {
         assert!(jittered(s(5), 3, CAP) >= s(20));
         assert!(jittered(s(5), 30, CAP) <= CAP + CAP / 4);
         assert_eq!(delay(s(5), 30, CAP), CAP);
-        assert_eq!(delay(Duration::from_millis(500), 1, s(30)), Duration::from_millis(500));
+        assert_eq!(
+            delay(Duration::from_millis(500), 1, s(30)),
+            Duration::from_millis(500)
+        );
         assert_eq!(delay(Duration::from_millis(500), 7, s(30)), s(30));
         assert_eq!(delay(Duration::from_millis(500), 6, s(30)), s(16));
     }

@@ -158,9 +158,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     // The base64 decoded; now prove each body is an X.509 certificate.
     let mut store = rustls::RootCertStore::empty();
     for (n, cert) in certs.iter().enumerate() {
-        store
-            .add(cert.clone())
-            .map_err(|e| format!("certificate #{} is not valid X.509: {e}", n + 1))?;
+        store.add(cert.clone()).map_err(|e| {
+            format!(
+                "certificate #{} is not valid X.509: {e}",
+                n.saturating_add(1)
+            )
+        })?;
     }
     Ok(certs)
 }

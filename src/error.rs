@@ -96,9 +96,9 @@ impl Error {
     /// The HTTP status of an answer that failed, if the error is one.
     pub fn status(&self) -> Option<u16> {
         match self.root() {
-            Error::Http { status, .. } | Error::Retired { status, .. } | Error::Denied { status, .. } => {
-                Some(*status)
-            }
+            Error::Http { status, .. }
+            | Error::Retired { status, .. }
+            | Error::Denied { status, .. } => Some(*status),
             Error::ServicePrincipal => Some(401),
             _ => None,
         }
@@ -261,7 +261,10 @@ mod tests {
             message: String::new(),
             retry_after: Some(7),
         };
-        assert_eq!((h.fix(), h.retry_after(), h.status()), (None, Some(7), Some(429)));
+        assert_eq!(
+            (h.fix(), h.retry_after(), h.status()),
+            (None, Some(7), Some(429))
+        );
     }
 
     #[test]

@@ -388,7 +388,9 @@ impl Tenant {
         debug!(
             self.comp,
             "status {} after {} ms",
-            answer.as_ref().map_or_else(|e| e.status().unwrap_or(0), |_| 200),
+            answer
+                .as_ref()
+                .map_or_else(|e| e.status().unwrap_or(0), |_| 200),
             started.elapsed().as_millis()
         );
         let retried_401 = self.phase.window().is_some_and(|w| w.retried_401);

@@ -77,6 +77,15 @@ struct Shared {
     active: AtomicUsize,
 }
 
+/// The instant `d` from now; a wait too long for the clock counts as a year (a tenant
+/// "waiting forever" is still looked at again).
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// Interval of the statistics lines: `MSGTRACE_STATS_INTERVAL_SECS` (documented, for
 /// tests and troubleshooting) or 5 minutes.
 fn stats_interval() -> Duration {
@@ -156,7 +165,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         }
     }
     let n = tenants.len();
-    let total = n + failed_at_start.len();
+    let total = n.saturating_add(failed_at_start.len());
     let start = Instant::now();
     let shared = Arc::new(Shared {
         sched: Mutex::new(Sched {
@@ -193,8 +202,8 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     }
     // Main thread: signals, statistics, completion.
     let interval = stats_interval();
-    let mut next_mem = Instant::now() + interval;
-    let mut next_send = Instant::now() + interval * 2;
+    let mut next_mem = later(interval);
+    let mut next_send = later(interval.saturating_mul(2));
     // Per output: messages sent at the last report.
     let mut last_sent: Vec<u64> = Vec::new();
     let mut last_stamp = time::now();
@@ -215,7 +224,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                 SHUTDOWN_GRACE.as_secs()
             );
             s.stopping = true;
-            stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
+            stop_at = Some(later(SHUTDOWN_GRACE));
             shared.cv.notify_all();
         }
         if stop_at.is_some_and(|t| Instant::now() >= t) {
@@ -234,7 +243,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         drop(g);
         let now_i = Instant::now();
         if now_i >= next_mem {
-            next_mem = now_i + interval;
+            next_mem = later(interval);
             if let Some((rss, vms)) = memory_mib() {
                 info!(
                     "InputProcess::MainThread",
@@ -243,7 +252,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             }
         }
         if now_i >= next_send {
-            next_send = now_i + interval * 2;
+            next_send = later(interval.saturating_mul(2));
             let stats = lock(&shared.outputs).stats();
             last_sent.resize(stats.len(), 0);
             for ((name, st), last) in stats.iter().zip(last_sent.iter_mut()) {
@@ -371,15 +380,11 @@ fn worker(sh: &Shared) {
         };
         let mut s = lock(&sh.sched);
         match next {
-            Ok(Next::After(d)) => s.queue.push((Instant::now() + d, idx)),
+            Ok(Next::After(d)) => s.queue.push((later(d), idx)),
             Ok(Next::OutputDown) => {
                 s.out_attempt = s.out_attempt.saturating_add(1);
-                let wait = crate::backoff::delay(
-                    RECONNECT_BASE,
-                    s.out_attempt,
-                    RECONNECT_MAX,
-                );
-                s.queue.push((Instant::now() + wait, idx));
+                let wait = crate::backoff::delay(RECONNECT_BASE, s.out_attempt, RECONNECT_MAX);
+                s.queue.push((later(wait), idx));
             }
             Ok(Next::Done(r)) => {
                 if let Some(slot) = s.done.get_mut(idx) {

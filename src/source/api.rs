@@ -248,8 +248,9 @@ impl Api {
             None if e.is_transport() => {
                 "check the network path to Microsoft (proxy, firewall) and ca_file".to_string()
             }
-            None => "check override_base_url / override_graph_url and the service's health"
-                .to_string(),
+            None => {
+                "check override_base_url / override_graph_url and the service's health".to_string()
+            }
         }
     }
 }
@@ -292,7 +293,9 @@ mod tests {
         assert_eq!(e.exit_code(), 3);
         assert!(!e.is_transient());
         // A transient status is never a retirement: it is retried.
-        assert!(Api::Reporting.answer_error(503, retired, None).is_transient());
+        assert!(Api::Reporting
+            .answer_error(503, retired, None)
+            .is_transient());
         let denied = Api::Graph.answer_error(403, b"nope", None);
         assert!(matches!(denied, Error::Denied { status: 403, .. }));
         assert!(Api::Graph.query_fix(&denied).contains("Global Reader"));
