@@ -219,7 +219,7 @@ impl Tenant {
             }
             other => other,
         }
-        .map(|mut c| {
+        .map(|c| {
             if c.delay_secs != svc.delay_secs {
                 info!(
                     comp,
@@ -228,13 +228,10 @@ impl Tenant {
                     svc.delay_secs
                 );
             }
-            if c.service != service {
-                // A Reporting Web Service next link means nothing to Graph: restart that window.
-                c.next_link = None;
-                c.window_end = 0;
-            }
             c
         });
+        // A Reporting Web Service next link means nothing to Graph: restart that window.
+        let mut restart = cursor.as_ref().is_some_and(|c| c.service != service);
         let fresh = cursor.is_none();
         let mut c = cursor.take().unwrap_or_else(|| Cursor {
             window_start: window::first_start(svc.api, now, input.cutoff_days, input.margin_secs),
@@ -265,9 +262,14 @@ impl Tenant {
                 time::rfc3339(clamped)
             );
             c.window_start = clamped;
-            c.window_end = 0;
-            c.next_link = None;
+            restart = true;
         }
+        let phase = if restart {
+            Phase::Idle { resume: None }
+        } else {
+            Phase::from_cursor(&c)
+        };
+        phase.store(&mut c);
         c.reset_auth = svc.reset_persistence_auth.clone();
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
@@ -291,11 +293,17 @@ impl Tenant {
             state,
             dedup: Dedup::new(&c.edge_keys),
             origin: c.window_start,
-            phase: Phase::from_cursor(&c),
+            phase,
             cursor: c,
             pacer,
             once,
         })
+    }
+
+    /// Move the phase on by a transition (which consumes the old phase).
+    fn advance(&mut self, transition: impl FnOnce(Phase) -> Phase) {
+        let old = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
+        self.phase = transition(old);
     }
 
     fn period(&self) -> Duration {
@@ -310,8 +318,7 @@ impl Tenant {
         if self.phase.is_idle() {
             debug!(self.comp, "pull started");
         }
-        let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
-        self.phase = phase.begin(Pull::new(time::now_millis(), Instant::now()));
+        self.advance(|p| p.begin(Pull::new(time::now_millis(), Instant::now())));
         if self.phase.window().is_none() {
             let Some((s, e)) = window::next_window(
                 api,
@@ -322,8 +329,7 @@ impl Tenant {
             ) else {
                 return Ok(self.finish_pull(None));
             };
-            let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
-            self.phase = phase.enter(s, e);
+            self.advance(|p| p.enter(s, e));
             let (behind, pct) = window::progress(self.origin, s, now, svc.delay_secs);
             let rate = self.phase.pull().map_or(0.0, Pull::rate);
             info!(
@@ -514,8 +520,7 @@ impl Tenant {
             self.cursor.edge_keys = self.dedup.finish_window();
             self.cursor.window_start = we;
         }
-        let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
-        self.phase = phase.page_done(end.next_link);
+        self.advance(|p| p.page_done(end.next_link));
         self.phase.store(&mut self.cursor);
         self.state.checkpoint(&self.cursor)?;
         Ok(Next::After(Duration::ZERO))

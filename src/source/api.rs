@@ -57,8 +57,6 @@ pub const GRAPH_MAX_AGE_SECS: i64 = 90 * DAY;
 pub const GRAPH_MAX_WINDOW_SECS: i64 = 10 * DAY;
 /// `$top` of Graph queries: the API's maximum page.
 pub const GRAPH_TOP: u32 = 5000;
-/// The app whose service principal Graph message trace needs in the tenant.
-pub const EXCHANGE_TRACE_APP: &str = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373";
 /// Microsoft's text of the Graph 401 when that service principal is missing.
 const SP_LESS_401: &str = "Service principal-less authentication failed";
 
@@ -300,7 +298,9 @@ mod tests {
         assert!(matches!(denied, Error::Denied { status: 403, .. }));
         assert!(Api::Graph.query_fix(&denied).contains("Global Reader"));
         let sp = Api::Graph.answer_error(401, sp, None);
-        assert!(Api::Graph.query_fix(&sp).contains(EXCHANGE_TRACE_APP));
+        assert!(Api::Graph
+            .query_fix(&sp)
+            .contains("New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"));
         assert!(sp.to_string().contains(SP_LESS_401));
         let other = Api::Graph.answer_error(404, b"", Some(3));
         assert!(Api::Graph.query_fix(&other).contains("override_graph_url"));
