@@ -207,7 +207,7 @@ impl Tenant {
         for w in std::mem::take(&mut state.warnings) {
             warning!(comp, "{w}");
         }
-        let mut cursor = match saved {
+        let cursor = match saved {
             Some(c) if c.reset_auth != svc.reset_persistence_auth => {
                 info!(
                     comp,
@@ -218,22 +218,19 @@ impl Tenant {
                 None
             }
             other => other,
+        };
+        if let Some(c) = cursor.as_ref().filter(|c| c.delay_secs != svc.delay_secs) {
+            info!(
+                comp,
+                "override_time_delay_in_seconds changed from {} to {}: the cursor is kept",
+                c.delay_secs,
+                svc.delay_secs
+            );
         }
-        .map(|c| {
-            if c.delay_secs != svc.delay_secs {
-                info!(
-                    comp,
-                    "override_time_delay_in_seconds changed from {} to {}: the cursor is kept",
-                    c.delay_secs,
-                    svc.delay_secs
-                );
-            }
-            c
-        });
         // A Reporting Web Service next link means nothing to Graph: restart that window.
         let mut restart = cursor.as_ref().is_some_and(|c| c.service != service);
         let fresh = cursor.is_none();
-        let mut c = cursor.take().unwrap_or_else(|| Cursor {
+        let mut c = cursor.unwrap_or_else(|| Cursor {
             window_start: window::first_start(svc.api, now, input.cutoff_days, input.margin_secs),
             ..Cursor::default()
         });
