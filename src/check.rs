@@ -14,8 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 
 use crate::config::{self, Config, OutputKind};
 use crate::error::Error;
@@ -112,19 +111,19 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
         if let Some(chain) = &t.chain {
             if !seen.contains(chain) {
                 seen.push(chain.clone());
-                steps.push(cert_step(&format!("output {name}: chain"), chain));
+                steps.push(cert_step(&format!("output {name}"), "chain", chain));
             }
         }
         if let Some(cert) = &t.cert {
             if !seen.contains(cert) {
                 seen.push(cert.clone());
-                steps.push(cert_step(&format!("output {name}: cert"), cert));
+                steps.push(cert_step(&format!("output {name}"), "cert", cert));
             }
         }
         if let Some(key) = &t.key {
             if !seen.contains(key) {
                 seen.push(key.clone());
-                steps.push(key_step(&format!("output {name}: key"), key));
+                steps.push(key_step(&format!("output {name}"), key));
             }
         }
         if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
@@ -137,7 +136,7 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
         if let Some(ca) = &input.service.ca_file {
             if !seen.contains(ca) {
                 seen.push(ca.clone());
-                steps.push(cert_step(&format!("input {}: ca_file", input.name), ca));
+                steps.push(cert_step(&format!("input {}", input.name), "ca_file", ca));
             }
         }
     }
@@ -145,17 +144,12 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
     (Some(cfg), steps)
 }
 
-/// Read the certificates of a PEM file: `Err` says what is wrong.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut certs = Vec::new();
-    for item in CertificateDer::pem_slice_iter(&bytes) {
-        certs.push(item.map_err(|e| format!("bad PEM: {e}"))?);
-    }
-    if certs.is_empty() {
-        return Err("no `-----BEGIN CERTIFICATE-----` block".into());
-    }
-    // The base64 decoded; now prove each body is an X.509 certificate.
+/// Fix of a certificate file that is not X.509.
+const PEM_FIX: &str = "save the PEM file again (Devo → Administration → Credentials → X.509)";
+
+/// Prove each certificate (already read from PEM) to be X.509; `Err` names the first
+/// that is not.
+fn prove_x509(certs: &[CertificateDer<'static>]) -> Result<(), String> {
     let mut store = rustls::RootCertStore::empty();
     for (n, cert) in certs.iter().enumerate() {
         store.add(cert.clone()).map_err(|e| {
@@ -165,48 +159,56 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
             )
         })?;
     }
-    Ok(certs)
+    Ok(())
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            "no `-----BEGIN PRIVATE KEY-----` (or RSA/EC PRIVATE KEY) block".to_string()
-        }
-        other => format!("bad PEM: {other}"),
-    })
+/// A failed PEM step. The reader's errors (`output::pem`) name the file and, within
+/// their text, the key to check; a typed fix is shown in the fix column.
+fn pem_failed(owner: &str, e: &Error) -> Step {
+    let what = format!("{owner}: {}", e.headline());
+    match e.fix() {
+        Some(fix) => Step::fail(what, fix),
+        None => Step {
+            ok: false,
+            what,
+            fix: None,
+        },
+    }
 }
 
-fn cert_step(label: &str, path: &Path) -> Step {
-    match read_certs(path) {
-        Ok(certs) => Step::pass(format!(
-            "{label} {} holds {} certificate(s)",
+/// A certificate file, read as the outputs read it (`output::pem`), then proven X.509.
+/// `owner` is `output NAME` or `input NAME`; `what` the key naming the file.
+fn cert_step(owner: &str, what: &str, path: &Path) -> Step {
+    let certs = match crate::output::pem::load_certs(path, what) {
+        Ok(certs) => certs,
+        Err(e) => return pem_failed(owner, &e),
+    };
+    match prove_x509(&certs) {
+        Ok(()) => Step::pass(format!(
+            "{owner}: {what} {} holds {} certificate(s)",
             path.display(),
             certs.len()
         )),
         Err(why) => Step::fail(
-            format!("{label} {}: {why}", path.display()),
-            "save the PEM file again (Devo → Administration → Credentials → X.509)",
+            format!("{owner}: {what} {}: {why}", path.display()),
+            PEM_FIX,
         ),
     }
 }
 
-fn key_step(label: &str, path: &Path) -> Step {
-    match read_key(path) {
-        Ok(_) => Step::pass(format!("{label} {} is a private key", path.display())),
-        Err(why) => Step::fail(
-            format!("{label} {}: {why}", path.display()),
-            "save the private key PEM file again",
-        ),
+/// A private key file, read as the outputs read it (`output::pem`).
+fn key_step(owner: &str, path: &Path) -> Step {
+    match crate::output::pem::load_key(path) {
+        Ok(_) => Step::pass(format!("{owner}: key {} is a private key", path.display())),
+        Err(e) => pem_failed(owner, &e),
     }
 }
 
 /// Whether the client certificate belongs to the key; `None` if either is unreadable
 /// (already reported) or the key type cannot be compared.
 fn pair_step(name: &str, cert: &Path, key: &Path) -> Option<Step> {
-    let certs = read_certs(cert).ok()?;
-    let der = read_key(key).ok()?;
+    let certs = crate::output::pem::load_certs(cert, "cert").ok()?;
+    let der = crate::output::pem::load_key(key).ok()?;
     let signer = match rustls::crypto::ring::sign::any_supported_type(&der) {
         Ok(s) => s,
         Err(e) => {
@@ -439,9 +441,9 @@ mod tests {
         let step = state_dir_step(&tmp.join("a/b/state"));
         assert!(step.ok, "{step}");
         assert!(!tmp.join("a/b/state").join(PROBE_NAME).exists());
-        let step = cert_step("chain", &tmp.join("missing.crt"));
+        let step = cert_step("output o", "chain", &tmp.join("missing.crt"));
         assert!(!step.ok && step.what.contains("cannot read"), "{step}");
-        let step = key_step("key", &file);
+        let step = key_step("output o", &file);
         assert!(
             !step.ok && step.what.contains("BEGIN PRIVATE KEY"),
             "{step}"
