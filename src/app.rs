@@ -121,10 +121,7 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                 let service = i.service.api.service_name();
                 let path = crate::state::state_path(&cfg.globals.state_dir, &i.id, service);
                 println!("{}#{} {}:", i.name, i.id, service);
-                let other = match i.service.api {
-                    crate::config::Api::Graph => crate::config::Api::Reporting,
-                    crate::config::Api::Reporting => crate::config::Api::Graph,
-                };
+                let other = i.service.api.other();
                 let other_path =
                     crate::state::state_path(&cfg.globals.state_dir, &i.id, other.service_name());
                 match crate::state::peek(&path)? {
@@ -157,7 +154,7 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                 // Clear the other service's cursor too: it would otherwise be taken over
                 // on the next start, which is not what a reset asks for.
                 let mut cleared = Vec::new();
-                for api in [crate::config::Api::Reporting, crate::config::Api::Graph] {
+                for api in crate::source::Api::ALL {
                     let p =
                         crate::state::state_path(&cfg.globals.state_dir, &i.id, api.service_name());
                     if crate::state::reset(&p)? {

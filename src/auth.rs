@@ -1,16 +1,17 @@
 //! OAuth2 client credentials against Microsoft Entra ID, and the token's claims.
 //!
-//! Owns: the token request (v1 endpoint with `resource` for the Reporting Web Service,
-//! v2 endpoint with `scope` for Graph), keeping the token in memory, the renewal rule,
-//! SetupError 100/101/102, and reading `roles` out of the JWT for `check`. Must not:
+//! Owns: the token request (endpoint and `resource`/`scope` asked of `source::Api`),
+//! keeping the token in memory, the renewal rule, SetupError 100/101/102, and reading
+//! `roles` out of the JWT for `check`. Must not:
 //! log or return the secret or the token — errors carry Microsoft's `error` and
 //! `error_description` only.
 
 use miniserde::json::{self, Value};
 
-use crate::config::{Api, Credentials};
+use crate::config::Credentials;
 use crate::error::{Error, Result};
 use crate::http;
+use crate::source::Api;
 
 /// Renew when less than this much of the token's life is left…
 pub const RENEW_MARGIN_SECS: i64 = 300;
@@ -42,12 +43,7 @@ pub struct Obtained {
 impl TokenClient {
     /// `auth_url` is scheme+host (`https://login.microsoftonline.com`).
     pub fn new(api: Api, auth_url: &str, resource_url: &str, creds: Credentials) -> Self {
-        let base = auth_url.trim_end_matches('/');
-        let tenant = creds.tenant_id.expose();
-        let token_url = match api {
-            Api::Reporting => format!("{base}/{tenant}/oauth2/token"),
-            Api::Graph => format!("{base}/{tenant}/oauth2/v2.0/token"),
-        };
+        let token_url = api.token_url(auth_url, creds.tenant_id.expose());
         TokenClient {
             api,
             token_url,
@@ -73,9 +69,9 @@ impl TokenClient {
         match &self.token {
             None => false,
             Some(t) => {
-                let lifetime = (t.expires_at - t.obtained_at).max(0);
-                let margin = RENEW_MARGIN_SECS.min(lifetime / 2);
-                now < t.expires_at - margin
+                let lifetime = t.expires_at.saturating_sub(t.obtained_at).max(0);
+                let margin = RENEW_MARGIN_SECS.min(lifetime.checked_div(2).unwrap_or(0));
+                now < t.expires_at.saturating_sub(margin)
             }
         }
     }
@@ -114,10 +110,7 @@ impl TokenClient {
             ("client_id", self.creds.client_id.expose()),
             ("client_secret", self.creds.client_secret.expose()),
         ];
-        let extra = match self.api {
-            Api::Reporting => ("resource", self.resource_url.as_str()),
-            Api::Graph => ("scope", GRAPH_SCOPE),
-        };
+        let extra = self.api.token_audience(&self.resource_url);
         let resp = agent
             .post(&self.token_url)
             .header("Accept", "application/json")
@@ -132,9 +125,10 @@ impl TokenClient {
             401 => Err(Error::Setup {
                 code: 100,
                 message: format!(
-                    "the token endpoint refused the credentials (401): {} — check client_id and client_secret, and that the secret has not expired",
+                    "the token endpoint refused the credentials (401): {}",
                     describe_oauth_error(&text)
                 ),
+                fix: "check client_id and client_secret, and that the secret has not expired",
             }),
             429 | 500..=599 => Err(Error::Http {
                 status,
@@ -144,24 +138,21 @@ impl TokenClient {
             _ => Err(Error::Setup {
                 code: 101,
                 message: format!(
-                    "unexpected status {status} from the token endpoint: {} — check tenant_id and override_base_auth_url",
+                    "unexpected status {status} from the token endpoint: {}",
                     describe_oauth_error(&text)
                 ),
+                fix: "check tenant_id and override_base_auth_url",
             }),
         }
     }
 }
 
-/// The scope of Graph tokens (application permissions granted to the app).
-pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
-
 /// `access_token` and `expires_in` (a string in v1 answers, a number in v2).
 pub fn parse_token_answer(body: &str) -> Result<(String, i64)> {
-    let no_token = |why: &str| {
-        Error::Setup {
+    let no_token = |why: &str| Error::Setup {
         code: 102,
-        message: format!("the token endpoint answered 200 but {why} — the endpoint may not be Microsoft's: check override_base_auth_url"),
-    }
+        message: format!("the token endpoint answered 200 but {why}"),
+        fix: "the endpoint may not be Microsoft's: check override_base_auth_url",
     };
     let value: Value = json::from_str(body).map_err(|_| no_token("not with JSON"))?;
     let Value::Object(obj) = value else {
@@ -231,35 +222,28 @@ pub fn token_roles(token: &str) -> Vec<String> {
     }
 }
 
-/// The permission each API needs in the token's `roles`.
-pub fn required_role(api: Api) -> &'static str {
-    match api {
-        Api::Reporting => "ReportingWebService.Read.All",
-        Api::Graph => "ExchangeMessageTrace.Read.All",
-    }
-}
-
 /// Base64url without padding (padding tolerated), as JWT segments use it.
 pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut out = Vec::with_capacity(s.len().saturating_mul(3).checked_div(4).unwrap_or(0));
     let mut acc = 0u32;
     let mut bits = 0u32;
     for c in s.bytes() {
         let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
+            b'A'..=b'Z' => c.wrapping_sub(b'A'),
+            b'a'..=b'z' => c.wrapping_sub(b'a').wrapping_add(26),
+            b'0'..=b'9' => c.wrapping_sub(b'0').wrapping_add(52),
             b'-' | b'+' => 62,
             b'_' | b'/' => 63,
             b'=' => break,
             _ => return None,
         };
+        // `acc` keeps fewer than 8 pending bits, so shifting in 6 more never overflows.
         acc = (acc << 6) | u32::from(v);
-        bits += 6;
+        bits = bits.wrapping_add(6);
         if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
+            bits = bits.wrapping_sub(8);
+            out.push(u8::try_from((acc >> bits) & 0xff).unwrap_or(0));
+            acc &= (1u32 << bits).wrapping_sub(1);
         }
     }
     Some(out)

@@ -1,19 +1,24 @@
-//! `msgtrace check --offline`: the setup steps that need no network.
+//! `msgtrace check`: the setup steps, one line each, offline then online.
 //!
-//! Owns: proving, one line per step, that the config is valid, that every certificate,
-//! key and CA file it names is readable and well-formed PEM (and that a client
-//! certificate matches its key), and that the persistence directory can be created and
-//! written. Must not: open sockets or talk to Microsoft or a receiver (the online steps
-//! live with the lead's `check`), print (the caller prints the steps), or show a secret.
+//! Owns: proving that the config is valid, that every certificate, key and CA file it
+//! names is readable and well-formed PEM (and that a client certificate matches its
+//! key), that the persistence directory can be created and written (offline); then,
+//! per enabled input, that a token is obtained, holds the API's role and that the
+//! message-trace service answers one small query, and that each output accepts a
+//! connection (online). Must not: re-implement what `run` does — the token, the query
+//! request, its retry curve, the reading of Microsoft's errors and their fixes are
+//! the same functions (`auth`, `http::query`, `backoff`, `source::Api`) — print (the
+//! caller prints the steps), or show a secret.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 
 use crate::config::{self, Config, OutputKind};
 use crate::error::Error;
+use crate::source::api::Query;
 
 /// Name of the probe file written (then removed) in the state directory.
 const PROBE_NAME: &str = ".msgtrace-write-probe";
@@ -106,19 +111,19 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
         if let Some(chain) = &t.chain {
             if !seen.contains(chain) {
                 seen.push(chain.clone());
-                steps.push(cert_step(&format!("output {name}: chain"), chain));
+                steps.push(cert_step(&format!("output {name}"), "chain", chain));
             }
         }
         if let Some(cert) = &t.cert {
             if !seen.contains(cert) {
                 seen.push(cert.clone());
-                steps.push(cert_step(&format!("output {name}: cert"), cert));
+                steps.push(cert_step(&format!("output {name}"), "cert", cert));
             }
         }
         if let Some(key) = &t.key {
             if !seen.contains(key) {
                 seen.push(key.clone());
-                steps.push(key_step(&format!("output {name}: key"), key));
+                steps.push(key_step(&format!("output {name}"), key));
             }
         }
         if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
@@ -131,7 +136,7 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
         if let Some(ca) = &input.service.ca_file {
             if !seen.contains(ca) {
                 seen.push(ca.clone());
-                steps.push(cert_step(&format!("input {}: ca_file", input.name), ca));
+                steps.push(cert_step(&format!("input {}", input.name), "ca_file", ca));
             }
         }
     }
@@ -139,65 +144,71 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
     (Some(cfg), steps)
 }
 
-/// Read the certificates of a PEM file: `Err` says what is wrong.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut certs = Vec::new();
-    for item in CertificateDer::pem_slice_iter(&bytes) {
-        certs.push(item.map_err(|e| format!("bad PEM: {e}"))?);
-    }
-    if certs.is_empty() {
-        return Err("no `-----BEGIN CERTIFICATE-----` block".into());
-    }
-    // The base64 decoded; now prove each body is an X.509 certificate.
+/// Fix of a certificate file that is not X.509.
+const PEM_FIX: &str = "save the PEM file again (Devo → Administration → Credentials → X.509)";
+
+/// Prove each certificate (already read from PEM) to be X.509; `Err` names the first
+/// that is not.
+fn prove_x509(certs: &[CertificateDer<'static>]) -> Result<(), String> {
     let mut store = rustls::RootCertStore::empty();
     for (n, cert) in certs.iter().enumerate() {
-        store
-            .add(cert.clone())
-            .map_err(|e| format!("certificate #{} is not valid X.509: {e}", n + 1))?;
+        store.add(cert.clone()).map_err(|e| {
+            format!(
+                "certificate #{} is not valid X.509: {e}",
+                n.saturating_add(1)
+            )
+        })?;
     }
-    Ok(certs)
+    Ok(())
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            "no `-----BEGIN PRIVATE KEY-----` (or RSA/EC PRIVATE KEY) block".to_string()
-        }
-        other => format!("bad PEM: {other}"),
-    })
+/// A failed PEM step. The reader's errors (`output::pem`) name the file and, within
+/// their text, the key to check; a typed fix is shown in the fix column.
+fn pem_failed(owner: &str, e: &Error) -> Step {
+    let what = format!("{owner}: {}", e.headline());
+    match e.fix() {
+        Some(fix) => Step::fail(what, fix),
+        None => Step {
+            ok: false,
+            what,
+            fix: None,
+        },
+    }
 }
 
-fn cert_step(label: &str, path: &Path) -> Step {
-    match read_certs(path) {
-        Ok(certs) => Step::pass(format!(
-            "{label} {} holds {} certificate(s)",
+/// A certificate file, read as the outputs read it (`output::pem`), then proven X.509.
+/// `owner` is `output NAME` or `input NAME`; `what` the key naming the file.
+fn cert_step(owner: &str, what: &str, path: &Path) -> Step {
+    let certs = match crate::output::pem::load_certs(path, what) {
+        Ok(certs) => certs,
+        Err(e) => return pem_failed(owner, &e),
+    };
+    match prove_x509(&certs) {
+        Ok(()) => Step::pass(format!(
+            "{owner}: {what} {} holds {} certificate(s)",
             path.display(),
             certs.len()
         )),
         Err(why) => Step::fail(
-            format!("{label} {}: {why}", path.display()),
-            "save the PEM file again (Devo → Administration → Credentials → X.509)",
+            format!("{owner}: {what} {}: {why}", path.display()),
+            PEM_FIX,
         ),
     }
 }
 
-fn key_step(label: &str, path: &Path) -> Step {
-    match read_key(path) {
-        Ok(_) => Step::pass(format!("{label} {} is a private key", path.display())),
-        Err(why) => Step::fail(
-            format!("{label} {}: {why}", path.display()),
-            "save the private key PEM file again",
-        ),
+/// A private key file, read as the outputs read it (`output::pem`).
+fn key_step(owner: &str, path: &Path) -> Step {
+    match crate::output::pem::load_key(path) {
+        Ok(_) => Step::pass(format!("{owner}: key {} is a private key", path.display())),
+        Err(e) => pem_failed(owner, &e),
     }
 }
 
 /// Whether the client certificate belongs to the key; `None` if either is unreadable
 /// (already reported) or the key type cannot be compared.
 fn pair_step(name: &str, cert: &Path, key: &Path) -> Option<Step> {
-    let certs = read_certs(cert).ok()?;
-    let der = read_key(key).ok()?;
+    let certs = crate::output::pem::load_certs(cert, "cert").ok()?;
+    let der = crate::output::pem::load_key(key).ok()?;
     let signer = match rustls::crypto::ring::sign::any_supported_type(&der) {
         Ok(s) => s,
         Err(e) => {
@@ -259,7 +270,7 @@ pub fn online_steps(cfg: &Config) -> Vec<Step> {
         let svc = &input.service;
         let who = format!("{}#{} ({})", input.name, input.id, svc.api.service_name());
         let agent = match crate::http::agent(
-            std::time::Duration::from_secs_f64(svc.timeout_secs),
+            Duration::from_secs_f64(svc.timeout_secs),
             svc.ca_file.as_deref(),
         ) {
             Ok(a) => a,
@@ -284,92 +295,59 @@ pub fn online_steps(cfg: &Config) -> Vec<Step> {
             }
             Err(e) => {
                 steps.push(Step::fail(
-                    format!("{who}: token from {}", tokens.display_url()),
-                    format!("{e}"),
+                    format!("{who}: token from {}: {}", tokens.display_url(), e.headline()),
+                    e.fix().unwrap_or(
+                        "check the network path to Microsoft (proxy, firewall), ca_file and override_base_auth_url",
+                    ),
                 ));
                 continue;
             }
         };
-        let role = crate::auth::required_role(svc.api);
+        let api = svc.api;
+        let role = api.required_role();
         let roles = crate::auth::token_roles(&token);
         if roles.iter().any(|r| r == role) {
             steps.push(Step::pass(format!("{who}: token's roles hold {role}")));
         } else {
-            let app = match svc.api {
-                crate::config::Api::Reporting => {
-                    "Office 365 Exchange Online → Application permissions → ReportingWebService"
-                }
-                crate::config::Api::Graph => {
-                    "Microsoft Graph → Application permissions → ExchangeMessageTrace"
-                }
-            };
             steps.push(Step::fail(
                 format!("{who}: token's roles [{}] lack {role}", roles.join(", ")),
-                format!("in the app registration add the permission {role} ({app}) and click \"Grant admin consent\""),
+                format!(
+                    "in the app registration add the permission {role} ({}) and click \"Grant admin consent\"",
+                    api.permission_path()
+                ),
             ));
             continue;
         }
         // One small query: the last minute before the delay, first page only.
         let end = crate::window::target(now, svc.delay_secs);
-        let start = end - 60;
-        let url = match svc.api {
-            crate::config::Api::Reporting => {
-                crate::source::reporting::query_url(&svc.reporting_url, start, end)
-            }
-            crate::config::Api::Graph => {
-                crate::source::graph::query_url(&svc.graph_url, start, end, 1)
-            }
-        };
-        // Transient answers (429, 5xx, network) are retried like the puller does, so a
-        // passing hiccup does not fail the check.
+        let base = api.pick(&svc.reporting_url, &svc.graph_url);
+        let url = api.query_url(base, end.saturating_sub(60), end, Query::Probe);
+        // Transient answers (429, 5xx, network) are retried on the puller's curve, so
+        // a passing hiccup does not fail the check.
+        let (base_wait, cap) = (
+            Duration::from_secs(svc.retry_wait_secs),
+            Duration::from_secs(2),
+        );
         let mut attempt = 0;
         let answer = loop {
-            let a = agent
-                .get(&url)
-                .header("Authorization", format!("Bearer {token}"))
-                .call();
-            let transient = match &a {
-                Ok(r) => matches!(r.status().as_u16(), 429 | 500..=599),
-                Err(_) => true,
-            };
-            if !transient || attempt >= svc.retries.min(CHECK_RETRIES) {
-                break a;
+            let a = crate::http::query(&agent, api, &url, &token);
+            match a {
+                Err(e) if e.is_transient() && attempt < svc.retries.min(CHECK_RETRIES) => {
+                    attempt = attempt.saturating_add(1);
+                    std::thread::sleep(crate::backoff::jittered(base_wait, attempt, cap));
+                }
+                a => break a,
             }
-            attempt += 1;
-            std::thread::sleep(std::time::Duration::from_secs(svc.retry_wait_secs.min(2)));
         };
         match answer {
-            Ok(resp) if resp.status().as_u16() == 200 => {
-                steps.push(Step::pass(format!("{who}: message trace service answers")));
-            }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body = crate::http::read_error_body(resp);
-                let msg = match svc.api {
-                    crate::config::Api::Reporting => crate::source::reporting::error_message(&body),
-                    crate::config::Api::Graph => crate::source::graph::error_message(&body),
-                }
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-                let fix = if msg.contains("Service principal-less authentication failed") {
-                    "provision the service principal of app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373)".to_string()
-                } else if status == 403 || msg.contains("No permission") {
-                    "assign the app the Global Reader role (Entra ID → Roles and administrators)"
-                        .to_string()
-                } else {
-                    "check override_base_url / override_graph_url and the service's health"
-                        .to_string()
-                };
-                steps.push(Step::fail(
-                    format!("{who}: message trace service answered {status}: {msg}"),
-                    fix,
-                ));
-            }
+            Ok(_) => steps.push(Step::pass(format!("{who}: message trace service answers"))),
+            Err(e) if e.is_transport() => steps.push(Step::fail(
+                format!("{who}: message trace service unreachable: {}", e.headline()),
+                api.query_fix(&e),
+            )),
             Err(e) => steps.push(Step::fail(
-                format!(
-                    "{who}: message trace service unreachable: {}",
-                    crate::http::transport(e)
-                ),
-                "check the network path to Microsoft (proxy, firewall) and ca_file".to_string(),
+                format!("{who}: message trace service answered {}", e.headline()),
+                api.query_fix(&e),
             )),
         }
     }
@@ -381,18 +359,26 @@ pub fn online_steps(cfg: &Config) -> Vec<Step> {
                 o.name,
                 output_ok_text(o)
             ))),
-            Err(e) => {
-                // Most output errors already end with their fix (`… — check chain`):
-                // show it once, not followed by the generic one.
-                let text = format!("output {}: {e}", o.name);
-                match text.split_once(" — ") {
-                    Some((what, fix)) => steps.push(Step::fail(what.to_string(), fix.to_string())),
-                    None => steps.push(Step::fail(text, output_fix_text(o))),
-                }
-            }
+            Err(e) => steps.push(output_failed(o, &e)),
         }
     }
     steps
+}
+
+/// The failed step of an output: its own fix when the error names one; a TLS or
+/// certificate error (`Error::Tls`) carries its fix in its text, so it is shown as is;
+/// any other error gets the generic fix of the output kind.
+fn output_failed(o: &crate::config::OutputConfig, e: &Error) -> Step {
+    let what = format!("output {}: {}", o.name, e.headline());
+    match (e.fix(), e.root()) {
+        (Some(fix), _) => Step::fail(what, fix),
+        (None, Error::Tls(_)) => Step {
+            ok: false,
+            what,
+            fix: None,
+        },
+        (None, _) => Step::fail(what, output_fix_text(o)),
+    }
 }
 
 fn output_ok_text(o: &crate::config::OutputConfig) -> String {
@@ -455,9 +441,9 @@ mod tests {
         let step = state_dir_step(&tmp.join("a/b/state"));
         assert!(step.ok, "{step}");
         assert!(!tmp.join("a/b/state").join(PROBE_NAME).exists());
-        let step = cert_step("chain", &tmp.join("missing.crt"));
+        let step = cert_step("output o", "chain", &tmp.join("missing.crt"));
         assert!(!step.ok && step.what.contains("cannot read"), "{step}");
-        let step = key_step("key", &file);
+        let step = key_step("output o", &file);
         assert!(
             !step.ok && step.what.contains("BEGIN PRIVATE KEY"),
             "{step}"

@@ -16,14 +16,31 @@ pub enum Error {
     /// One or more configuration mistakes, each already rendered as
     /// `file:line:col: InitVariablesError(<code>): <key>: <what> — <fix>` (exit 2).
     Config(Vec<String>),
-    /// SetupError 100/101/102 from the token endpoint, with Microsoft's text (exit 2 in `check`).
-    Setup { code: u16, message: String },
+    /// SetupError 100/101/102 from the token endpoint, with Microsoft's text and the
+    /// fix (exit 2).
+    Setup {
+        code: u16,
+        message: String,
+        fix: &'static str,
+    },
     /// An HTTP answer with an unexpected status. `retry_after` in seconds when the server gave one.
     Http {
         status: u16,
         message: String,
         retry_after: Option<u64>,
     },
+    /// The Reporting Web Service no longer serves message trace for the tenant
+    /// (Microsoft's retirement answer); `fix` says how to move to Graph.
+    Retired {
+        status: u16,
+        message: String,
+        fix: &'static str,
+    },
+    /// Graph's 401 "Service principal-less authentication failed": the tenant lacks
+    /// the service principal of Exchange message trace.
+    ServicePrincipal,
+    /// The app may not read message trace (403, "No permission"): a role is missing.
+    Denied { status: u16, message: String },
     /// Connect, TLS or read failure talking to Microsoft or a receiver (transient).
     Transport(String),
     /// A malformed API answer (XML/JSON) — logged and the page retried, never skipped.
@@ -76,6 +93,56 @@ impl Error {
         }
     }
 
+    /// The HTTP status of an answer that failed, if the error is one.
+    pub fn status(&self) -> Option<u16> {
+        match self.root() {
+            Error::Http { status, .. }
+            | Error::Retired { status, .. }
+            | Error::Denied { status, .. } => Some(*status),
+            Error::ServicePrincipal => Some(401),
+            _ => None,
+        }
+    }
+
+    /// The `Retry-After` seconds of an HTTP answer that gave one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self.root() {
+            Error::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// True when no answer came at all (connect, TLS, timeout, cut body).
+    pub fn is_transport(&self) -> bool {
+        matches!(self.root(), Error::Transport(_))
+    }
+
+    /// True for a credentials problem found at the token endpoint (SetupError).
+    pub fn is_setup(&self) -> bool {
+        matches!(self.root(), Error::Setup { .. })
+    }
+
+    /// The fix this error names, when it knows one; `Display` appends it after ` — `.
+    pub fn fix(&self) -> Option<&'static str> {
+        match self.root() {
+            Error::Setup { fix, .. } | Error::Retired { fix, .. } => Some(fix),
+            Error::ServicePrincipal => Some(SP_FIX),
+            Error::Denied { .. } => Some(DENIED_FIX),
+            _ => None,
+        }
+    }
+
+    /// The error rendered without its fix (`check` shows the fix in its own column).
+    pub fn headline(&self) -> String {
+        struct Head<'a>(&'a Error);
+        impl fmt::Display for Head<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt_head(f)
+            }
+        }
+        Head(self).to_string()
+    }
+
     pub fn io(path: impl Into<String>, source: io::Error) -> Error {
         Error::Io {
             path: path.into(),
@@ -84,8 +151,15 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// What a tenant admin does when Graph's service principal is missing.
+const SP_FIX: &str = "a tenant admin runs once: New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (or az ad sp create --id 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373), then grant admin consent again";
+/// What fixes a 403 / "No permission" answer.
+const DENIED_FIX: &str =
+    "assign the app the Global Reader role (Entra ID → Roles and administrators)";
+
+impl Error {
+    /// Everything of `Display` but the ` — fix` tail.
+    fn fmt_head(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(m) => write!(f, "usage: {m}"),
             Error::Config(list) => {
@@ -97,7 +171,14 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Setup { code, message } => write!(f, "SetupError({code}): {message}"),
+            Error::Setup { code, message, .. } => write!(f, "SetupError({code}): {message}"),
+            Error::Retired {
+                status, message, ..
+            }
+            | Error::Denied { status, message } => write!(f, "http status {status}: {message}"),
+            Error::ServicePrincipal => f.write_str(
+                "Graph answered 401 \"Service principal-less authentication failed\": the tenant has not provisioned the service principal of Exchange message trace (app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373)",
+            ),
             Error::Http {
                 status, message, ..
             } => {
@@ -114,18 +195,25 @@ impl fmt::Display for Error {
             Error::State(m) => write!(f, "state: {m}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::Interrupted => f.write_str("interrupted by shutdown"),
-            Error::Context(ctx, inner) => write!(f, "{ctx}: {inner}"),
+            Error::Context(ctx, inner) => {
+                write!(f, "{ctx}: ")?;
+                inner.fmt_head(f)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_head(f)?;
+        match self.fix() {
+            Some(fix) => write!(f, " — {fix}"),
+            None => Ok(()),
         }
     }
 }
 
 impl std::error::Error for Error {}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::Transport(e.to_string())
-    }
-}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -140,6 +228,42 @@ mod tests {
             std::mem::size_of::<Error>() <= 56,
             "{}",
             std::mem::size_of::<Error>()
+        );
+    }
+
+    #[test]
+    fn typed_fixes_render_once_and_classify() {
+        let e = Error::Setup {
+            code: 100,
+            message: "refused".into(),
+            fix: "check client_id",
+        }
+        .context("token request");
+        assert_eq!(
+            e.to_string(),
+            "token request: SetupError(100): refused — check client_id"
+        );
+        assert_eq!(e.headline(), "token request: SetupError(100): refused");
+        assert_eq!(e.fix(), Some("check client_id"));
+        assert!(e.is_setup() && e.exit_code() == 2 && !e.is_transient());
+        let sp = Error::ServicePrincipal;
+        assert_eq!(sp.status(), Some(401));
+        assert!(sp.to_string().contains("New-MgServicePrincipal"));
+        assert_eq!(sp.exit_code(), 3);
+        let d = Error::Denied {
+            status: 403,
+            message: "No permission".into(),
+        };
+        assert_eq!(d.headline(), "http status 403: No permission");
+        assert!(!d.is_transient());
+        let h = Error::Http {
+            status: 429,
+            message: String::new(),
+            retry_after: Some(7),
+        };
+        assert_eq!(
+            (h.fix(), h.retry_after(), h.status()),
+            (None, Some(7), Some(429))
         );
     }
 

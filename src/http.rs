@@ -1,9 +1,10 @@
 //! The HTTP edge towards Microsoft: one ureq agent per tenant, timeouts, trust roots,
 //! and the mapping of answers to `Error`.
 //!
-//! Owns: agent construction (`requests_timeout_in_seconds`, `ca_file`), reading error
-//! bodies with a bound, `Retry-After`. Must not: interpret message trace data (the
-//! scanners in `source/` do) or log tokens.
+//! Owns: agent construction (`requests_timeout_in_seconds`, `ca_file`), the one query
+//! request that `run` and `check` both make (`query`), reading error bodies with a
+//! bound, `Retry-After`. Must not: interpret message trace data or Microsoft's error
+//! texts (`source::Api` does) or log tokens.
 
 use std::io::Read;
 use std::path::Path;
@@ -11,6 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::source::Api;
+
+/// A response whose body is still to be read.
+pub type Response = ureq::http::Response<ureq::Body>;
+
+/// GET one message-trace page with the bearer `token`: the 200 answer, or the error
+/// the API makes of any other answer (`Api::answer_error`), or a transport error.
+pub fn query(agent: &ureq::Agent, api: Api, url: &str, token: &str) -> Result<Response> {
+    let resp = agent
+        .get(url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Accept", api.accept())
+        .call()
+        .map_err(transport)?;
+    let status = resp.status().as_u16();
+    if status == 200 {
+        return Ok(resp);
+    }
+    let retry_after = retry_after(&resp);
+    let body = read_error_body(resp);
+    Err(api.answer_error(status, &body, retry_after))
+}
 
 /// Error bodies are read up to this many bytes: enough for Microsoft's JSON/XML error
 /// documents, small enough that a hostile answer cannot grow memory.
@@ -24,19 +47,12 @@ pub fn agent(timeout: Duration, ca_file: Option<&Path>) -> Result<ureq::Agent> {
     let roots = match ca_file {
         None => ureq::tls::RootCerts::WebPki,
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
-                    certs.push(c);
-                }
-            }
-            if certs.is_empty() {
-                return Err(Error::Tls(format!(
-                    "ca_file {}: no PEM certificate found — give a file with -----BEGIN CERTIFICATE----- blocks",
-                    path.display()
-                )));
-            }
+            // The one PEM reader (`output::pem`), as the outputs and `check` use it.
+            let certs: Vec<ureq::tls::Certificate<'static>> =
+                crate::output::pem::load_certs(path, "ca_file")?
+                    .iter()
+                    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                    .collect();
             ureq::tls::RootCerts::Specific(Arc::new(certs))
         }
     };
@@ -74,7 +90,7 @@ pub fn transport(e: ureq::Error) -> Error {
 
 /// Seconds of a `Retry-After` header given as delta-seconds (HTTP dates are rare from
 /// Microsoft and fall back to our own backoff).
-pub fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+pub fn retry_after(resp: &Response) -> Option<u64> {
     resp.headers()
         .get("retry-after")?
         .to_str()
@@ -85,7 +101,7 @@ pub fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
 }
 
 /// Read at most `MAX_ERROR_BODY` bytes of a body.
-pub fn read_error_body(resp: ureq::http::Response<ureq::Body>) -> Vec<u8> {
+pub fn read_error_body(resp: Response) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = resp
         .into_body()

@@ -1,11 +1,20 @@
 //! msgtrace: collects Microsoft 365 Exchange Online message trace and delivers it to a
 //! SIEM over one persistent TLS connection. The binary is a thin shell over this library;
-//! what tests and fuzz targets need is public.
+//! what tests and fuzz targets need is public. The path of one record:
+//!
+//! ```text
+//! HTTP body   http::query (token: auth) ← pull::Tenant::step (phase: tenant, window: window)
+//!  → scanner  source::api::Api::scan_page → source/reporting.rs | source/graph.rs → record::Record
+//!  → dedup    window::Dedup::check (edge keys of the previous window, repeats in this one)
+//!  → encoder  event::encode into the page's batch → sink: output::Sink::write_events (pull::Outputs)
+//!  → confirm  output::Sink::confirm for every output → checkpoint: state::StateFile::checkpoint
+//! ```
 
 pub mod log;
 
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -18,6 +27,7 @@ pub mod record;
 pub mod run;
 pub mod source;
 pub mod state;
+pub mod tenant;
 pub mod time;
 pub mod window;
 

@@ -1,6 +1,6 @@
 //! The pull loop of one tenant: token, windows, paging, retries, pacing, delivery and
-//! checkpoint — the IO shell around the pure scanners (`source/`), window rules
-//! (`window`) and state codec (`state`).
+//! checkpoint — the IO shell around the API seam and scanners (`source/`), the phase
+//! state machine (`tenant`), window rules (`window`) and state codec (`state`).
 //!
 //! Owns: `Tenant` (one input + its service), the step that makes one page request and
 //! delivers its events, `Outputs` (every sink behind one lock), the Graph request pacer.
@@ -13,13 +13,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::TokenClient;
-use crate::config::{Api, Config, InputConfig};
+use crate::config::{Config, InputConfig};
 use crate::error::{Error, Result};
 use crate::output::{Sink, SinkStats};
-use crate::source::{graph, reporting, PageCtx};
+use crate::source::api::Query;
+use crate::source::PageCtx;
 use crate::state::{Cursor, StateFile};
+use crate::tenant::{Phase, Pull};
 use crate::window::{self, Dedup, Verdict};
-use crate::{debug, error, info, warning};
+use crate::{backoff, debug, error, info, warning};
 use crate::{event, http, time};
 
 /// Encoded events are handed to the outputs in batches of about this many bytes: large
@@ -29,8 +31,6 @@ pub const BATCH_BYTES: usize = 128 * 1024;
 pub const MAX_BACKOFF_SECS: u64 = 300;
 /// Graph's request budget is counted over this sliding span.
 pub const PACER_SPAN: Duration = Duration::from_secs(300);
-/// `$top` of Graph queries: the API's maximum page.
-pub const GRAPH_TOP: u32 = 5000;
 
 /// Every output behind one lock: events of all tenants share one connection each.
 pub struct Outputs {
@@ -111,7 +111,7 @@ pub struct Pacer {
 impl Pacer {
     pub fn new(budget: u32) -> Self {
         Pacer {
-            budget: usize::try_from(budget).unwrap_or(100).max(1),
+            budget: usize::try_from(budget).unwrap_or(usize::MAX).max(1),
             sent: VecDeque::new(),
         }
     }
@@ -129,7 +129,8 @@ impl Pacer {
             return Duration::ZERO;
         }
         self.sent.front().map_or(Duration::ZERO, |t| {
-            (*t + PACER_SPAN).saturating_duration_since(now)
+            t.checked_add(PACER_SPAN)
+                .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
         })
     }
 
@@ -139,23 +140,14 @@ impl Pacer {
 }
 
 /// What the scheduler does with a tenant after a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Next {
     /// Run the next step after this long (zero: as soon as a worker is free).
     After(Duration),
     /// The outputs failed: run again once they are back (pulling pauses).
     OutputDown,
     /// `--once` finished: up to date (`Ok`) or failed with the reason.
-    Done(std::result::Result<(), String>),
-}
-
-/// Counters of one pull (from start to "up to date").
-struct Pull {
-    id: i64,
-    started: Instant,
-    requests: u64,
-    filtered: u64,
-    sent: u64,
+    Done(Result<()>),
 }
 
 /// One input (tenant) and its service.
@@ -170,25 +162,8 @@ pub struct Tenant {
     origin: i64,
     dedup: Dedup,
     pacer: Option<Pacer>,
-    attempt: u32,
-    retried_401: bool,
-    pull: Option<Pull>,
+    phase: Phase,
     once: bool,
-}
-
-fn backoff(base_secs: u64, attempt: u32) -> Duration {
-    let exp = base_secs.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(MAX_BACKOFF_SECS);
-    // Jitter of up to 25 % from the clock's nanoseconds: retries of many tenants spread out.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let jitter_ms = if capped == 0 {
-        0
-    } else {
-        nanos % (capped * 250).max(1)
-    };
-    Duration::from_secs(capped) + Duration::from_millis(jitter_ms)
 }
 
 impl Tenant {
@@ -214,10 +189,7 @@ impl Tenant {
         let path = crate::state::state_path(&cfg.globals.state_dir, &input.id, service);
         // Moving between APIs keeps the cursor: the new service takes over what the
         // other one left for this input id (the state module writes it crash-safely).
-        let other = match svc.api {
-            Api::Graph => Api::Reporting,
-            Api::Reporting => Api::Graph,
-        };
+        let other = svc.api.other();
         if let Some(old) = crate::state::take_over(
             &cfg.globals.state_dir,
             &input.id,
@@ -235,7 +207,7 @@ impl Tenant {
         for w in std::mem::take(&mut state.warnings) {
             warning!(comp, "{w}");
         }
-        let mut cursor = match saved {
+        let cursor = match saved {
             Some(c) if c.reset_auth != svc.reset_persistence_auth => {
                 info!(
                     comp,
@@ -246,25 +218,19 @@ impl Tenant {
                 None
             }
             other => other,
+        };
+        if let Some(c) = cursor.as_ref().filter(|c| c.delay_secs != svc.delay_secs) {
+            info!(
+                comp,
+                "override_time_delay_in_seconds changed from {} to {}: the cursor is kept",
+                c.delay_secs,
+                svc.delay_secs
+            );
         }
-        .map(|mut c| {
-            if c.delay_secs != svc.delay_secs {
-                info!(
-                    comp,
-                    "override_time_delay_in_seconds changed from {} to {}: the cursor is kept",
-                    c.delay_secs,
-                    svc.delay_secs
-                );
-            }
-            if c.service != service {
-                // A Reporting Web Service next link means nothing to Graph: restart that window.
-                c.next_link = None;
-                c.window_end = 0;
-            }
-            c
-        });
+        // A Reporting Web Service next link means nothing to Graph: restart that window.
+        let mut restart = cursor.as_ref().is_some_and(|c| c.service != service);
         let fresh = cursor.is_none();
-        let mut c = cursor.take().unwrap_or_else(|| Cursor {
+        let mut c = cursor.unwrap_or_else(|| Cursor {
             window_start: window::first_start(svc.api, now, input.cutoff_days, input.margin_secs),
             ..Cursor::default()
         });
@@ -293,9 +259,14 @@ impl Tenant {
                 time::rfc3339(clamped)
             );
             c.window_start = clamped;
-            c.window_end = 0;
-            c.next_link = None;
+            restart = true;
         }
+        let phase = if restart {
+            Phase::Idle { resume: None }
+        } else {
+            Phase::from_cursor(&c)
+        };
+        phase.store(&mut c);
         c.reset_auth = svc.reset_persistence_auth.clone();
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
@@ -306,7 +277,10 @@ impl Tenant {
             &svc.resource_url,
             input.credentials.clone(),
         );
-        let pacer = (svc.api == Api::Graph).then(|| Pacer::new(svc.max_requests_per_5_minutes));
+        let pacer = svc
+            .api
+            .is_paced()
+            .then(|| Pacer::new(svc.max_requests_per_5_minutes));
         Ok(Tenant {
             input: input.clone(),
             comp,
@@ -316,13 +290,17 @@ impl Tenant {
             state,
             dedup: Dedup::new(&c.edge_keys),
             origin: c.window_start,
+            phase,
             cursor: c,
             pacer,
-            attempt: 0,
-            retried_401: false,
-            pull: None,
             once,
         })
+    }
+
+    /// Move the phase on by a transition (which consumes the old phase).
+    fn advance(&mut self, transition: impl FnOnce(Phase) -> Phase) {
+        let old = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
+        self.phase = transition(old);
     }
 
     fn period(&self) -> Duration {
@@ -333,46 +311,39 @@ impl Tenant {
     pub fn step(&mut self, outputs: &Mutex<Outputs>) -> Result<Next> {
         let now = time::now();
         let svc = self.input.service.clone();
-        if self.pull.is_none() {
-            self.pull = Some(Pull {
-                id: time::now_millis(),
-                started: Instant::now(),
-                requests: 0,
-                filtered: 0,
-                sent: 0,
-            });
+        let api = svc.api;
+        if self.phase.is_idle() {
             debug!(self.comp, "pull started");
         }
-        if self.cursor.window_end == 0 {
-            match window::next_window(
-                svc.api,
+        self.advance(|p| p.begin(Pull::new(time::now_millis(), Instant::now())));
+        if self.phase.window().is_none() {
+            let Some((s, e)) = window::next_window(
+                api,
                 self.cursor.window_start,
                 now,
                 svc.delay_secs,
                 svc.window_secs,
-            ) {
-                None => return Ok(self.finish_pull(None)),
-                Some((s, e)) => {
-                    self.cursor.window_start = s;
-                    self.cursor.window_end = e;
-                    self.cursor.next_link = None;
-                    let (behind, pct) = window::progress(self.origin, s, now, svc.delay_secs);
-                    let rate = self.pull.as_ref().map_or(0.0, |p| {
-                        p.sent as f64 / p.started.elapsed().as_secs_f64().max(0.001)
-                    });
-                    info!(
-                        self.comp,
-                        "Running a new pipeline ({} - {}): {} behind, {}% caught up, {:.0} records/s",
-                        time::rfc3339(s),
-                        time::rfc3339(e),
-                        time::human_duration(behind),
-                        pct,
-                        rate
-                    );
-                }
-            }
+            ) else {
+                return Ok(self.finish_pull(None));
+            };
+            self.advance(|p| p.enter(s, e));
+            let (behind, pct) = window::progress(self.origin, s, now, svc.delay_secs);
+            let rate = self.phase.pull().map_or(0.0, Pull::rate);
+            info!(
+                self.comp,
+                "Running a new pipeline ({} - {}): {} behind, {}% caught up, {:.0} records/s",
+                time::rfc3339(s),
+                time::rfc3339(e),
+                time::human_duration(behind),
+                pct,
+                rate
+            );
         }
-        let (ws, we) = (self.cursor.window_start, self.cursor.window_end);
+        let Some(win) = self.phase.window() else {
+            return Ok(self.finish_pull(None));
+        };
+        let (ws, we) = (win.start, win.end);
+        let next_link = win.next_link.clone();
         if let Some(p) = &mut self.pacer {
             let wait = p.wait(Instant::now());
             if !wait.is_zero() {
@@ -399,89 +370,62 @@ impl Tenant {
             }
             Err(e) => return Ok(self.fail(e.context("token request"))),
         };
-        let url = match &self.cursor.next_link {
-            Some(l) => l.clone(),
-            None => match svc.api {
-                Api::Reporting => reporting::query_url(&svc.reporting_url, ws, we),
-                Api::Graph => graph::query_url(&svc.graph_url, ws, we, GRAPH_TOP),
-            },
-        };
+        let url = next_link.unwrap_or_else(|| {
+            let base = api.pick(&svc.reporting_url, &svc.graph_url);
+            api.query_url(base, ws, we, Query::Pull)
+        });
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
         }
-        if let Some(p) = &mut self.pull {
-            p.requests += 1;
+        if let Some(p) = self.phase.pull_mut() {
+            p.requests = p.requests.saturating_add(1);
         }
-        self.cursor.requests += 1;
+        self.cursor.requests = self.cursor.requests.saturating_add(1);
         debug!(
             self.comp,
             "Requesting data. URL: {}",
             crate::log::scrub_url(&url)
         );
         let started = Instant::now();
-        let accept = match svc.api {
-            Api::Reporting => "application/atom+xml",
-            Api::Graph => "application/json",
-        };
-        let resp = match self
-            .agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {token}"))
-            .header("Accept", accept)
-            .call()
-        {
-            Ok(r) => r,
-            Err(e) => return Ok(self.fail(http::transport(e))),
-        };
-        let status = resp.status().as_u16();
+        let answer = http::query(&self.agent, api, &url, &token);
         debug!(
             self.comp,
-            "status {status} after {} ms",
+            "status {} after {} ms",
+            answer
+                .as_ref()
+                .map_or_else(|e| e.status().unwrap_or(0), |_| 200),
             started.elapsed().as_millis()
         );
-        if status == 200 {
-            self.retried_401 = false;
-            return self.consume(resp, outputs, &url, ws, we);
+        let retried_401 = self.phase.window().is_some_and(|w| w.retried_401);
+        if let Some(w) = self.phase.window_mut() {
+            w.retried_401 = false;
         }
-        let retry_after = http::retry_after(&resp);
-        let body = http::read_error_body(resp);
-        let msg = match svc.api {
-            Api::Reporting => reporting::error_message(&body),
-            Api::Graph => graph::error_message(&body),
-        }
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
-        if status == 401 {
-            if svc.api == Api::Graph && msg.contains("Service principal-less authentication failed")
+        match answer {
+            Ok(resp) => self.consume(resp, outputs, &url, ws, we),
+            Err(e)
+                if e.status() == Some(401)
+                    && !matches!(e.root(), Error::ServicePrincipal)
+                    && !retried_401 =>
             {
-                return Ok(self.fail_permanent(
-
-                    "Graph answered 401 \"Service principal-less authentication failed\": the tenant has not provisioned the service principal of Exchange message trace (app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373) — a tenant admin runs once: New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (or az ad sp create --id 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373), then grant admin consent again"
-                    .to_string(),
-                ));
-            }
-            if !self.retried_401 {
                 // The token may have been revoked or expired early: renew once, at once.
-                self.retried_401 = true;
+                if let Some(w) = self.phase.window_mut() {
+                    w.retried_401 = true;
+                }
                 self.tokens.invalidate();
                 warning!(
                     self.comp,
                     "401 from the API: renewing the token and retrying"
                 );
-                return Ok(Next::After(Duration::ZERO));
+                Ok(Next::After(Duration::ZERO))
             }
+            Err(e) => Ok(self.fail(e)),
         }
-        self.retried_401 = false;
-        Ok(self.fail(Error::Http {
-            status,
-            message: msg,
-            retry_after,
-        }))
     }
 
     /// Stream the page through dedup and the encoder into the outputs, confirm, checkpoint.
     fn consume(
         &mut self,
-        resp: ureq::http::Response<ureq::Body>,
+        resp: http::Response,
         outputs: &Mutex<Outputs>,
         url: &str,
         ws: i64,
@@ -489,7 +433,7 @@ impl Tenant {
     ) -> Result<Next> {
         let api = self.input.service.api;
         let gen0 = lock(outputs).generation();
-        let pull_id = self.pull.as_ref().map_or(0, |p| p.id);
+        let pull_id = self.phase.pull().map_or(0, |p| p.id);
         let ctx = PageCtx {
             request_url: url,
             window_start: ws,
@@ -505,11 +449,11 @@ impl Tenant {
         let dedup = &mut self.dedup;
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
             match dedup.check(rec.key(), rec.received(), we) {
-                Verdict::Filter => filtered += 1,
+                Verdict::Filter => filtered = filtered.saturating_add(1),
                 Verdict::Send => {
                     event::encode(rec, pull_id, &mut batch);
-                    pending += 1;
-                    sent += 1;
+                    pending = pending.saturating_add(1);
+                    sent = sent.saturating_add(1);
                     if batch.len() >= BATCH_BYTES {
                         if let Err(e) = lock(outputs).write(&batch, pending) {
                             output_err = Some(e);
@@ -523,10 +467,7 @@ impl Tenant {
             Ok(())
         };
         let body = resp.into_body().into_reader();
-        let scanned = match api {
-            Api::Reporting => reporting::scan_page(body, &ctx, &mut on_record),
-            Api::Graph => graph::scan_page(body, &ctx, &mut on_record),
-        };
+        let scanned = api.scan_page(body, &ctx, &mut on_record);
         // Deliver what was scanned, even before a cut: the retry filters it, so nothing
         // already sent goes out twice and nothing is skipped.
         if output_err.is_none() {
@@ -551,15 +492,16 @@ impl Tenant {
             return Ok(Next::OutputDown);
         }
         self.dedup.confirm();
-        if let Some(p) = &mut self.pull {
-            p.sent += sent;
-            p.filtered += filtered;
+        if let Some(p) = self.phase.pull_mut() {
+            p.sent = p.sent.saturating_add(sent);
+            p.filtered = p.filtered.saturating_add(filtered);
         }
-        self.cursor.sent += sent;
-        self.cursor.filtered += filtered;
+        self.cursor.sent = self.cursor.sent.saturating_add(sent);
+        self.cursor.filtered = self.cursor.filtered.saturating_add(filtered);
         let end = match scanned {
             Ok(end) => end,
             Err(e) => {
+                self.phase.store(&mut self.cursor);
                 self.state.checkpoint(&self.cursor)?;
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
@@ -571,22 +513,23 @@ impl Tenant {
             sent,
             filtered
         );
-        self.attempt = 0;
-        match end.next_link {
-            Some(link) => self.cursor.next_link = Some(link),
-            None => {
-                self.cursor.edge_keys = self.dedup.finish_window();
-                self.cursor.window_start = we;
-                self.cursor.window_end = 0;
-                self.cursor.next_link = None;
-            }
+        if end.next_link.is_none() {
+            self.cursor.edge_keys = self.dedup.finish_window();
+            self.cursor.window_start = we;
         }
+        self.advance(|p| p.page_done(end.next_link));
+        self.phase.store(&mut self.cursor);
         self.state.checkpoint(&self.cursor)?;
         Ok(Next::After(Duration::ZERO))
     }
 
-    fn finish_pull(&mut self, failed: Option<String>) -> Next {
-        if let Some(p) = self.pull.take() {
+    /// End the pull (up to date, or failed with `failed`): log its summary, keep an
+    /// unfinished window for the next pull, and say when to run again.
+    fn finish_pull(&mut self, failed: Option<Error>) -> Next {
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
+        let (pull, idle) = phase.finish();
+        self.phase = idle;
+        if let Some(p) = pull {
             if failed.is_none() {
                 info!(self.comp, "Remote data is up to date!");
             }
@@ -600,7 +543,6 @@ impl Tenant {
                 p.started.elapsed().as_secs_f64()
             );
         }
-        self.attempt = 0;
         match (self.once, failed) {
             (true, f) => Next::Done(f.map_or(Ok(()), Err)),
             (false, _) => {
@@ -614,54 +556,44 @@ impl Tenant {
         }
     }
 
-    fn fail_permanent(&mut self, why: String) -> Next {
-        error!(self.comp, "{why}");
-        self.finish_pull(Some(why))
-    }
-
     /// A failed request: retry transient failures with backoff up to the configured
     /// count, then leave the window for the next period (never skip it).
     fn fail(&mut self, e: Error) -> Next {
         let svc = &self.input.service;
         if !e.is_transient() {
-            let mut why = e.to_string();
-            let lower = why.to_ascii_lowercase();
-            if svc.api == Api::Reporting
-                && (lower.contains("not available")
-                    || lower.contains("retire")
-                    || lower.contains("messagetracev2"))
-            {
-                why.push_str(" — Microsoft is retiring message trace in the Reporting Web Service: move this input to the Graph service (replace office365_exchange_message_service with office365_exchange_message_graph_service; the cursor is taken over)");
+            if e.is_setup() {
+                error!(self.setup_comp, "{e}");
+            } else {
+                error!(self.comp, "{e}; the window will be retried next period");
             }
-            if let Error::Setup { .. } = e.root() {
-                error!(self.setup_comp, "{why}");
-                return self.finish_pull(Some(why));
+            return self.finish_pull(Some(e));
+        }
+        let (retries, base) = (svc.retries, Duration::from_secs(svc.retry_wait_secs));
+        let attempt = match self.phase.window_mut() {
+            Some(w) => {
+                w.attempt = w.attempt.saturating_add(1);
+                w.attempt
             }
-            return self.fail_permanent(format!("{why}; the window will be retried next period"));
-        }
-        self.attempt += 1;
-        if self.attempt > svc.retries {
-            let why = format!(
-                "{e}: giving up after {} retries; window {} - {} is retried next period",
-                svc.retries,
-                time::rfc3339(self.cursor.window_start),
-                time::rfc3339(self.cursor.window_end)
-            );
-            error!(self.comp, "{why}");
-            return self.finish_pull(Some(why));
-        }
-        let ra = match e.root() {
-            Error::Http { retry_after, .. } => *retry_after,
-            _ => None,
+            None => 1,
         };
-        let wait = ra
-            .map(|s| Duration::from_secs(s.min(MAX_BACKOFF_SECS)))
-            .unwrap_or_else(|| backoff(svc.retry_wait_secs, self.attempt));
+        if attempt > retries {
+            let (ws, we) = self.phase.window().map_or((0, 0), |w| (w.start, w.end));
+            error!(
+                self.comp,
+                "{e}: giving up after {retries} retries; window {} - {} is retried next period",
+                time::rfc3339(ws),
+                time::rfc3339(we)
+            );
+            return self.finish_pull(Some(e));
+        }
+        let cap = Duration::from_secs(MAX_BACKOFF_SECS);
+        let wait = e.retry_after().map_or_else(
+            || backoff::jittered(base, attempt, cap),
+            |s| Duration::from_secs(s).min(cap),
+        );
         warning!(
             self.comp,
-            "{e}: retry {}/{} in {:.1}s",
-            self.attempt,
-            svc.retries,
+            "{e}: retry {attempt}/{retries} in {:.1}s",
             wait.as_secs_f64()
         );
         Next::After(wait)
@@ -691,15 +623,5 @@ mod tests {
             Duration::from_secs(290)
         );
         assert!(p.wait(t0 + Duration::from_secs(300)).is_zero());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(0, 3).is_zero());
-        let b1 = backoff(5, 1);
-        assert!(b1 >= Duration::from_secs(5) && b1 < Duration::from_secs(7));
-        let b3 = backoff(5, 3);
-        assert!(b3 >= Duration::from_secs(20));
-        assert!(backoff(5, 30) <= Duration::from_secs(MAX_BACKOFF_SECS + MAX_BACKOFF_SECS / 4 + 1));
     }
 }

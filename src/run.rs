@@ -1,7 +1,8 @@
 //! `msgtrace run`: the process around the tenants — outputs, a small worker pool that
 //! interleaves tenants' pulls, signals, statistics.
 //!
-//! Concurrency model: every tenant is a state machine (`pull::Tenant`) whose `step`
+//! Concurrency model: every tenant is a state machine (`pull::Tenant`, its phase in
+//! `tenant`) whose `step`
 //! makes at most one page request. A scheduler queue holds each tenant with the
 //! instant it is due; `MAX_WORKERS` threads take the earliest due tenant, run one step
 //! and put it back. A tenant in a ten-day backfill goes to the back of the queue after
@@ -31,6 +32,10 @@ pub const MAX_WORKERS: usize = 4;
 pub const WORKER_STACK: usize = 256 * 1024;
 /// How long shutdown waits for workers before leaving (the 5 s promise, with margin).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4000);
+/// First wait before pulling is retried while an output is down…
+pub const RECONNECT_BASE: Duration = Duration::from_millis(500);
+/// …doubling per failed attempt up to this.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Default interval of memory statistics; sender statistics come every second one.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -58,7 +63,7 @@ pub fn stop_requested() -> bool {
 
 struct Sched {
     queue: Vec<(Instant, usize)>,
-    done: Vec<Option<std::result::Result<(), String>>>,
+    done: Vec<Option<Result<()>>>,
     fatal: Option<Error>,
     out_attempt: u32,
     stopping: bool,
@@ -70,6 +75,15 @@ struct Shared {
     outputs: Mutex<Outputs>,
     tenants: Vec<Mutex<Tenant>>,
     active: AtomicUsize,
+}
+
+/// The instant `d` from now; a wait too long for the clock counts as a year (a tenant
+/// "waiting forever" is still looked at again).
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Interval of the statistics lines: `MSGTRACE_STATS_INTERVAL_SECS` (documented, for
@@ -121,7 +135,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     // which bounds idle connections (and their buffers) however many tenants there are.
     let mut agents: HashMap<(u64, Option<PathBuf>), ureq::Agent> = HashMap::new();
     let mut tenants = Vec::new();
-    let mut failed_at_start: Vec<(String, String)> = Vec::new();
+    let mut failed_at_start: Vec<(String, Error)> = Vec::new();
     for input in enabled {
         let svc = &input.service;
         let key = (svc.timeout_secs.to_bits(), svc.ca_file.clone());
@@ -146,17 +160,17 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                     "InputProcess::MainThread",
                     "{}#{} cannot start: {e}", input.name, input.id
                 );
-                failed_at_start.push((format!("{}#{}", input.name, input.id), e.to_string()));
+                failed_at_start.push((format!("{}#{}", input.name, input.id), e));
             }
         }
     }
     let n = tenants.len();
-    let total = n + failed_at_start.len();
+    let total = n.saturating_add(failed_at_start.len());
     let start = Instant::now();
     let shared = Arc::new(Shared {
         sched: Mutex::new(Sched {
             queue: (0..n).map(|i| (start, i)).collect(),
-            done: vec![None; n],
+            done: (0..n).map(|_| None).collect(),
             fatal: None,
             out_attempt: 0,
             stopping: false,
@@ -188,8 +202,8 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     }
     // Main thread: signals, statistics, completion.
     let interval = stats_interval();
-    let mut next_mem = Instant::now() + interval;
-    let mut next_send = Instant::now() + interval * 2;
+    let mut next_mem = later(interval);
+    let mut next_send = later(interval.saturating_mul(2));
     // Per output: messages sent at the last report.
     let mut last_sent: Vec<u64> = Vec::new();
     let mut last_stamp = time::now();
@@ -210,7 +224,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                 SHUTDOWN_GRACE.as_secs()
             );
             s.stopping = true;
-            stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
+            stop_at = Some(later(SHUTDOWN_GRACE));
             shared.cv.notify_all();
         }
         if stop_at.is_some_and(|t| Instant::now() >= t) {
@@ -229,7 +243,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         drop(g);
         let now_i = Instant::now();
         if now_i >= next_mem {
-            next_mem = now_i + interval;
+            next_mem = later(interval);
             if let Some((rss, vms)) = memory_mib() {
                 info!(
                     "InputProcess::MainThread",
@@ -238,7 +252,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             }
         }
         if now_i >= next_send {
-            next_send = now_i + interval * 2;
+            next_send = later(interval.saturating_mul(2));
             let stats = lock(&shared.outputs).stats();
             last_sent.resize(stats.len(), 0);
             for ((name, st), last) in stats.iter().zip(last_sent.iter_mut()) {
@@ -273,10 +287,13 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         return Ok(0);
     }
     let mut failed = failed_at_start;
-    for (i, d) in s.done.iter().enumerate() {
+    let mut s = s;
+    let done = std::mem::take(&mut s.done);
+    drop(s);
+    for (d, t) in done.into_iter().zip(&shared.tenants) {
         if let Some(Err(why)) = d {
-            let t = lock(&shared.tenants[i]);
-            failed.push((format!("{}#{}", t.input.name, t.input.id), why.clone()));
+            let t = lock(t);
+            failed.push((format!("{}#{}", t.input.name, t.input.id), why));
         }
     }
     if failed.is_empty() {
@@ -294,7 +311,8 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         total,
         names.join(", ")
     );
-    Ok(if failed.iter().all(|(_, w)| w.contains("SetupError")) {
+    // Only credentials problems everywhere: a setup error (exit 2); else fatal (3).
+    Ok(if failed.iter().all(|(_, e)| e.is_setup()) {
         2
     } else {
         3
@@ -354,17 +372,19 @@ fn worker(sh: &Shared) {
             Err(_) => Ok(Next::OutputDown),
             Ok(()) => {
                 lock(&sh.sched).out_attempt = 0;
-                lock(&sh.tenants[idx]).step(&sh.outputs)
+                match sh.tenants.get(idx) {
+                    Some(t) => lock(t).step(&sh.outputs),
+                    None => Err(Error::State(format!("no tenant {idx} in the schedule"))),
+                }
             }
         };
         let mut s = lock(&sh.sched);
         match next {
-            Ok(Next::After(d)) => s.queue.push((Instant::now() + d, idx)),
+            Ok(Next::After(d)) => s.queue.push((later(d), idx)),
             Ok(Next::OutputDown) => {
                 s.out_attempt = s.out_attempt.saturating_add(1);
-                let wait = Duration::from_millis(250u64.saturating_mul(1 << s.out_attempt.min(7)));
-                s.queue
-                    .push((Instant::now() + wait.min(Duration::from_secs(30)), idx));
+                let wait = crate::backoff::delay(RECONNECT_BASE, s.out_attempt, RECONNECT_MAX);
+                s.queue.push((later(wait), idx));
             }
             Ok(Next::Done(r)) => {
                 if let Some(slot) = s.done.get_mut(idx) {

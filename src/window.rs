@@ -3,19 +3,13 @@
 //! Owns: where the first pull starts, how long each window is, when a tenant is up to
 //! date, clamping a cursor older than the API allows, the per-window dedup set and the
 //! end-edge keys carried into the next window. Must not: read a clock or do IO — `now`
-//! is always an argument, so every rule here is unit-tested with fixed instants.
+//! is always an argument, so every rule here is unit-tested with fixed instants. What
+//! differs per API (maximum age, window length) is asked of `source::Api`.
 
 use std::collections::HashSet;
 
-use crate::config::Api;
+use crate::source::Api;
 use crate::time::DAY;
-
-/// How far back the Reporting Web Service answers (older queries get a 400).
-pub const RWS_MAX_AGE_SECS: i64 = 10 * DAY;
-/// How far back Graph message trace answers.
-pub const GRAPH_MAX_AGE_SECS: i64 = 90 * DAY;
-/// The longest window Graph accepts; catch-up windows grow up to it.
-pub const GRAPH_MAX_WINDOW_SECS: i64 = 10 * DAY;
 /// Records received within this many seconds of a window's end are remembered as edge
 /// keys: Graph bounds are inclusive (a record exactly on the boundary comes back in
 /// both windows) and the Reporting Web Service rounds fractional seconds.
@@ -27,14 +21,9 @@ pub const MAX_WINDOW_KEYS: usize = 262_144;
 
 /// The oldest instant a query may start at, keeping `margin` seconds of safety.
 pub fn oldest_allowed(api: Api, now: i64, margin_secs: u64) -> i64 {
-    let max_age = match api {
-        Api::Reporting => RWS_MAX_AGE_SECS,
-        Api::Graph => GRAPH_MAX_AGE_SECS,
-    };
-    now - max_age
-        + i64::try_from(margin_secs)
-            .unwrap_or(i64::MAX / 4)
-            .min(max_age)
+    let max_age = api.max_age_secs();
+    let margin = i64::try_from(margin_secs).unwrap_or(max_age).min(max_age);
+    now.saturating_sub(max_age).saturating_add(margin)
 }
 
 /// Where a tenant without state starts: `now − cutoff days`, clamped to what the API
@@ -53,7 +42,7 @@ pub fn first_start(api: Api, now: i64, cutoff_days: u64, margin_secs: u64) -> i6
 pub fn clamp_start(api: Api, start: i64, now: i64, margin_secs: u64) -> (i64, i64) {
     let oldest = oldest_allowed(api, now, margin_secs);
     if start < oldest {
-        (oldest, oldest - start)
+        (oldest, oldest.saturating_sub(start))
     } else {
         (start, 0)
     }
@@ -61,12 +50,11 @@ pub fn clamp_start(api: Api, start: i64, now: i64, margin_secs: u64) -> (i64, i6
 
 /// The pulled data ends this far behind now.
 pub fn target(now: i64, delay_secs: u64) -> i64 {
-    now - i64::try_from(delay_secs).unwrap_or(0)
+    now.saturating_sub(i64::try_from(delay_secs).unwrap_or(0))
 }
 
-/// The next window `[start, end)` from `start`, or `None` when up to date. Reporting
-/// windows are `window_secs` long; Graph windows grow up to 10 days while catching up
-/// (a full page simply pages on) so a backfill costs a handful of requests.
+/// The next window `[start, end)` from `start`, or `None` when up to date; its length
+/// is the API's rule (`Api::window_len`) applied to `window_secs`.
 pub fn next_window(
     api: Api,
     start: i64,
@@ -78,11 +66,8 @@ pub fn next_window(
     if start >= target {
         return None;
     }
-    let configured = i64::try_from(window_secs).unwrap_or(900).max(1);
-    let len = match api {
-        Api::Reporting => configured,
-        Api::Graph => configured.max(GRAPH_MAX_WINDOW_SECS.min(target - start)),
-    };
+    let configured = i64::try_from(window_secs).unwrap_or(i64::MAX).max(1);
+    let len = api.window_len(configured, target.saturating_sub(start));
     Some((start, start.saturating_add(len).min(target)))
 }
 
@@ -90,10 +75,14 @@ pub fn next_window(
 /// of the way from the first window to the target done.
 pub fn progress(origin: i64, start: i64, now: i64, delay_secs: u64) -> (i64, u32) {
     let target = target(now, delay_secs);
-    let behind = (target - start).max(0);
-    let total = (target - origin).max(1);
-    let done = (total - behind).clamp(0, total);
-    (behind, u32::try_from(done * 100 / total).unwrap_or(100))
+    let behind = target.saturating_sub(start).max(0);
+    let total = target.saturating_sub(origin).max(1);
+    let done = total.saturating_sub(behind).clamp(0, total);
+    let pct = i128::from(done)
+        .saturating_mul(100)
+        .checked_div(i128::from(total))
+        .unwrap_or(100);
+    (behind, u32::try_from(pct).unwrap_or(100))
 }
 
 /// Dedup state of the window being pulled.
@@ -134,7 +123,7 @@ impl Dedup {
             self.window.insert(key);
         }
         self.unconfirmed.push(key);
-        if received.is_some_and(|r| r >= end - EDGE_SECS) {
+        if received.is_some_and(|r| r >= end.saturating_sub(EDGE_SECS)) {
             self.edge_next.push(key);
         }
         Verdict::Send

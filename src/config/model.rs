@@ -98,27 +98,8 @@ pub struct TlsOutput {
 /// The syslog tag (APP-NAME) when an output does not set `tag`.
 pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
 
-// --- Api: which Microsoft API an input pulls. Kept as one block of its own: it moves
-// --- to `src/source/api.rs`, and this block then becomes `pub use crate::source::Api;`.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `office365_exchange_message_service`.
-    Reporting,
-    /// `office365_exchange_message_graph_service`.
-    Graph,
-}
-
-impl Api {
-    pub fn service_name(self) -> &'static str {
-        match self {
-            Api::Reporting => "office365_exchange_message_service",
-            Api::Graph => "office365_exchange_message_graph_service",
-        }
-    }
-}
-
-// --- end of the Api block.
+/// Which Microsoft API an input pulls: the seam lives in `source/api.rs`.
+pub use crate::source::Api;
 
 #[derive(Debug, Clone)]
 pub struct InputConfig {

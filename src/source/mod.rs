@@ -14,8 +14,11 @@ use std::io::Read;
 use crate::error::{Error, Result};
 use crate::record::Value;
 
+pub mod api;
 pub mod graph;
 pub mod reporting;
+
+pub use api::Api;
 
 /// Bytes asked of the body per `read`: large enough that a 10 MB page takes ~160
 /// reads, small enough that an idle tenant's page buffer is negligible.
