@@ -120,7 +120,7 @@ fn render(name: &str, text: &str, base: &Path) -> String {
 #[test]
 fn golden_fixtures() {
     let dir = fixtures();
-    let bless = std::env::var_os("UPDATE_EXPECTED").is_some();
+    let bless = crate::harness::bless();
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -34,7 +34,10 @@ fn have(tool: &str, args: &[&str]) -> bool {
 fn python_yaml() -> bool {
     let ok = have("python3", &["-c", "import yaml"]);
     if !ok {
-        eprintln!("note: python3 with the yaml module not found; YAML checked by substrings only");
+        crate::harness::missing(
+            "python3 with the yaml module not found (apt-get install python3-yaml); \
+             YAML checked by substrings only",
+        );
     }
     ok
 }
@@ -343,11 +346,7 @@ fn show(o: &Output) -> String {
 #[test]
 fn systemd_analyze_accepts_the_unit() {
     if !have("systemd-analyze", &["--version"]) {
-        eprintln!(
-            "SKIP systemd_analyze_accepts_the_unit: systemd-analyze not installed \
-             (apt-get install systemd)"
-        );
-        return;
+        crate::skip!("systemd-analyze is not installed (apt-get install systemd)");
     }
     // verify insists that ExecStart exists: point it at the binary under test.
     let unit = read(&deploy("msgtrace.service")).replace(
