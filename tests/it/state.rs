@@ -391,7 +391,7 @@ fn fixture(name: &str) -> PathBuf {
 #[test]
 fn golden_fixtures_keep_loading() {
     let v1 = fixture("001_v1.state");
-    if std::env::var_os("MSGTRACE_BLESS").is_some() && !v1.exists() {
+    if crate::harness::bless() && !v1.exists() {
         let bytes: Vec<u8> = golden_v1().iter().flat_map(encode_record).collect();
         fs::write(&v1, bytes).unwrap();
         let last = golden_v1().pop().unwrap();
@@ -445,8 +445,7 @@ fn every_prefix_of_every_fixture_recovers() {
 #[test]
 fn write_failure_is_a_fatal_state_error_dev_full() {
     let Ok(full) = fs::OpenOptions::new().append(true).open("/dev/full") else {
-        eprintln!("skipped: /dev/full not available");
-        return;
+        crate::skip!("/dev/full is not available");
     };
     let mut sf = StateFile::open_at(Path::new("/dev/full"), full);
     let err = sf.checkpoint(&cursor(1, 1)).unwrap_err();
@@ -456,7 +455,8 @@ fn write_failure_is_a_fatal_state_error_dev_full() {
 }
 
 /// A real full filesystem: a 16 KiB tmpfs mounted in a private mount namespace
-/// of this test's thread only (needs CAP_SYS_ADMIN; skipped with a note otherwise).
+/// of this test's thread only (needs CAP_SYS_ADMIN; skipped with a note otherwise, a
+/// failure under MSGTRACE_STRICT=1).
 #[test]
 fn full_filesystem_is_a_fatal_state_error() {
     let tmp = TempDir::new("full");
@@ -532,7 +532,9 @@ fn full_filesystem_is_a_fatal_state_error() {
                 || why.starts_with("make-rprivate")
                 || why.starts_with("mount") =>
         {
-            eprintln!("skipped: cannot mount a tmpfs here ({why})");
+            crate::harness::missing(&format!(
+                "cannot mount a tmpfs in a private mount namespace (needs CAP_SYS_ADMIN): {why}"
+            ));
         }
         Err(why) => panic!("{why}"),
     }
@@ -599,8 +601,7 @@ fn lock_held_by_another_process_is_refused() {
         .args(["sleep", "5"])
         .spawn();
     let Ok(mut child) = child else {
-        eprintln!("skipped: util-linux flock not installed");
-        return;
+        crate::skip!("util-linux flock is not installed (apt-get install util-linux)");
     };
     let deadline = Instant::now() + std::time::Duration::from_secs(4);
     let mut refused = None;
