@@ -659,7 +659,7 @@ fn chown(path: &Path, uid: u32, gid: u32) {
         .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }
 
-/// Below its builder stage, ./Dockerfile (build from a clean clone) is
+/// Below its builder stage, examples/deploy/Dockerfile.source (build from a clean clone) is
 /// Dockerfile.scratch (the tested, prebuilt path) line for line, so the two images agree.
 #[test]
 fn both_dockerfiles_make_the_same_final_image() {
@@ -677,7 +677,7 @@ fn both_dockerfiles_make_the_same_final_image() {
         lines[at..].to_vec()
     };
     let prebuilt = final_stage("Dockerfile.scratch");
-    let source = final_stage("Dockerfile");
+    let source = final_stage("examples/deploy/Dockerfile.source");
     assert_eq!(prebuilt[1], "COPY target/msgtrace-static /msgtrace");
     assert_eq!(source[1], "COPY --from=build /msgtrace-static /msgtrace");
     assert_eq!(prebuilt[2..], source[2..], "final stages differ");
