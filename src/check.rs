@@ -349,7 +349,8 @@ pub fn online_steps(cfg: &Config) -> Vec<Step> {
                     crate::config::Api::Reporting => crate::source::reporting::error_message(&body),
                     crate::config::Api::Graph => crate::source::graph::error_message(&body),
                 }
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                let msg = crate::log::sanitize_remote(&msg);
                 let fix = if msg.contains("Service principal-less authentication failed") {
                     "provision the service principal of app 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 (New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373)".to_string()
                 } else if status == 403 || msg.contains("No permission") {

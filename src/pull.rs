@@ -449,7 +449,9 @@ impl Tenant {
             Api::Reporting => reporting::error_message(&body),
             Api::Graph => graph::error_message(&body),
         }
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        // Sanitised before any cut, so a cut cannot leave half a secret behind.
+        let msg = crate::log::sanitize_remote(&msg);
         if status == 401 {
             if svc.api == Api::Graph && msg.contains("Service principal-less authentication failed")
             {
