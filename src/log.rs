@@ -179,7 +179,11 @@ fn redact_shapes(text: &str) -> String {
             after_bearer = false;
             continue;
         }
-        if word.eq_ignore_ascii_case("bearer") {
+        if word
+            .rsplit(['=', '/'])
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("bearer"))
+        {
             out.push_str(word);
             after_bearer = true;
             continue;
@@ -188,7 +192,12 @@ fn redact_shapes(text: &str) -> String {
         let param = ["client_secret=", "access_token=", "refresh_token=", "client_assertion="]
             .iter()
             .find(|p| lower.contains(*p));
-        if let Some(p) = param {
+        let value_follows = |p: &&&str| {
+            let at = lower.find(**p).unwrap_or(0).saturating_add(p.len());
+            word.get(at..).is_some_and(|v| !v.is_empty() && !v.starts_with('&'))
+        };
+        // An empty value (already redacted: `****` is not a token character) stays.
+        if let Some(p) = param.filter(value_follows) {
             // Keep what precedes the parameter, cut its value at the next `&`.
             let at = lower.find(*p).unwrap_or(0).saturating_add(p.len());
             let head = word.get(..at).unwrap_or("");
@@ -385,6 +394,13 @@ mod tests {
         ] {
             assert_eq!(sanitize_remote(keep), keep);
         }
+    }
+
+    #[test]
+    fn scrubbing_twice_changes_nothing() {
+        let once = sanitize_remote("a&client_secret=xyz123&b=Bearer q.w.e \x1b x");
+        assert_eq!(scrub(&once), once);
+        assert_eq!(once, "a&client_secret=****&b=Bearer **** \\u{1b} x");
     }
 
     #[test]

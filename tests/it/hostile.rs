@@ -179,3 +179,77 @@ fn out_of_range_state_record_is_corrupt_not_a_panic() {
     );
     eprintln!("hostile: out-of-range record: {warn}");
 }
+
+/// True when `text` holds a control character other than the newline ending each line.
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() && c != '\n')
+}
+
+#[test]
+fn secrets_echoed_by_endpoints_never_reach_any_output() {
+    // A secret with characters a form encodes, so the echo shows it percent-encoded.
+    let secret = "Zx8Q~s3cret/with+odd&chars";
+    let spec = TenantSpec::new("tenant-echo").with_secret(secret);
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![spec.clone()],
+        records_per_hour: 12,
+        faults: Faults {
+            echo_token_form: true,
+            ..Faults::default()
+        },
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = vec![(
+        String::new(),
+        spec.tenant_id.clone(),
+        spec.client_id.clone(),
+        format!("\"{secret}\""),
+    )];
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-echo");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let forbidden = |text: &str, what: &str| {
+        for needle in [secret, "Zx8Q", "s3cret", "%7Es3cret", "\u{1b}"] {
+            assert!(!text.contains(needle), "{what} holds {needle:?}:\n{text}");
+        }
+        assert!(!has_control(text), "{what} holds a control character:\n{text}");
+    };
+    // 1. The token endpoint echoes the posted form: `run` and `check`.
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    forbidden(&log, "run stderr");
+    forbidden(&String::from_utf8_lossy(&out.stdout), "run stdout");
+    assert!(log.contains("client_secret=****"), "{log}");
+    assert!(log.contains("\\ryou sent"), "control characters escaped:\n{log}");
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    let line = log.lines().find(|l| l.contains("you sent")).unwrap_or("");
+    eprintln!("hostile: token echo: {line}");
+    let out = w.run(&["check", "-c", "config/config.yaml"], secs(60));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    forbidden(&printed, "check stdout");
+    forbidden(&stderr(&out), "check stderr");
+    assert!(printed.contains("client_secret=****"), "{printed}");
+    // 2. The data endpoint echoes the request headers, Authorization included.
+    emu.set_faults(Faults {
+        echo_auth_header: true,
+        ..Faults::default()
+    });
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    forbidden(&log, "run stderr (data echo)");
+    assert!(log.contains("authorization: Bearer ****"), "{log}");
+    // The emulator's tokens are JWTs: their header starts with `eyJ`.
+    assert!(!log.contains("eyJ"), "a token reached the log:\n{log}");
+    assert!(emu
+        .request_log()
+        .iter()
+        .any(|r| r.api == "rws" && r.status == 400));
+    let line = log.lines().find(|l| l.contains("Bearer ****")).unwrap_or("");
+    eprintln!("hostile: header echo: {line}");
+    let out = w.run(&["check", "-c", "config/config.yaml"], secs(60));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    forbidden(&printed, "check stdout (data echo)");
+    assert!(!printed.contains("eyJ"), "{printed}");
+}
