@@ -399,13 +399,17 @@ impl Tenant {
             }
             Err(e) => return Ok(self.fail(e.context("token request"))),
         };
-        let url = match &self.cursor.next_link {
-            Some(l) => l.clone(),
-            None => match svc.api {
-                Api::Reporting => reporting::query_url(&svc.reporting_url, ws, we),
-                Api::Graph => graph::query_url(&svc.graph_url, ws, we, GRAPH_TOP),
-            },
+        let query = match svc.api {
+            Api::Reporting => reporting::query_url(&svc.reporting_url, ws, we),
+            Api::Graph => graph::query_url(&svc.graph_url, ws, we, GRAPH_TOP),
         };
+        // A saved link (state file) obeys the origin rule of SPEC §10 too.
+        let saved = self.cursor.next_link.as_deref();
+        if let Some(why) = saved.and_then(|l| crate::source::link::refusal(&query, l)) {
+            warning!(self.comp, "saved state: {why}; the window is read again from its start");
+            self.cursor.next_link = None;
+        }
+        let url = self.cursor.next_link.clone().unwrap_or(query);
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
         }
@@ -566,6 +570,13 @@ impl Tenant {
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
         };
+        // SPEC §10: the token goes only where the page came from; no request is sent.
+        let foreign = end.next_link.as_deref();
+        if let Some(why) = foreign.and_then(|l| crate::source::link::refusal(url, l)) {
+            self.state.checkpoint(&self.cursor)?;
+            let e = Error::Malformed(why).context(format!("page {}", crate::log::scrub_url(url)));
+            return Ok(self.fail(e));
+        }
         debug!(
             self.comp,
             "{} Events retrieved from the last API call ({} sent, {} filtered)",

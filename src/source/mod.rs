@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::record::Value;
 
 pub mod graph;
+pub mod link;
 pub mod reporting;
 
 /// Bytes asked of the body per `read`: large enough that a 10 MB page takes ~160

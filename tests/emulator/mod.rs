@@ -94,7 +94,8 @@
 //! tenant answers 503, without the `max_consecutive` bound), a tenant's `slow_ms` (its
 //! data requests are answered that late), `echo_token_form` / `echo_auth_header` (error
 //! answers that echo the posted form / the request headers back, secrets included, with
-//! control characters: what a hostile or debugging endpoint does), `roles` without the needed permission (403), and the
+//! control characters: what a hostile or debugging endpoint does), `foreign_origin`
+//! (next links to another origin, through `xml:base` or absolute), `roles` without the needed permission (403), and the
 //! 10-day RWS / 90-day Graph limits, which are always on.
 
 #![allow(dead_code, unused_imports)]
@@ -178,6 +179,10 @@ pub struct Faults {
     /// Data requests (after a valid token) answer 400 `text/plain` echoing the request
     /// headers (the `Authorization: Bearer …` line included), with an ANSI escape.
     pub echo_auth_header: bool,
+    /// Next links point to this origin (`https://127.0.0.1:PORT`) instead of the
+    /// emulator's own: RWS through `xml:base` with a relative `next`, Graph with an
+    /// absolute `@odata.nextLink`.
+    pub foreign_origin: Option<String>,
 }
 
 impl Default for Faults {
@@ -192,6 +197,7 @@ impl Default for Faults {
             rate_token_503: 0.0,
             echo_token_form: false,
             echo_auth_header: false,
+            foreign_origin: None,
         }
     }
 }

@@ -537,7 +537,9 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     let more = skip + page.len() < recs.len();
 
     let h = host(sh, req);
-    let base = format!("https://{h}/ecp/ReportingWebService/Reporting.svc/");
+    let foreign = sh.faults().foreign_origin;
+    let origin = foreign.clone().unwrap_or_else(|| format!("https://{h}"));
+    let base = format!("{origin}/ecp/ReportingWebService/Reporting.svc/");
     let ns = if sh.opts.namespaces_https {
         "https"
     } else {
@@ -604,7 +606,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             pct_encode(filter)
         );
         // Odd next pages get an absolute link, even ones a link relative to xml:base.
-        let href = if page_no % 2 == 1 {
+        let href = if page_no % 2 == 1 && foreign.is_none() {
             format!("{base}{rel}")
         } else {
             rel
@@ -871,7 +873,8 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     let h = host(sh, req);
     let next = more.then(|| {
         format!(
-            "https://{h}/v1.0/admin/exchange/tracing/messageTraces?$filter={}&$top={top}&$skiptoken={SKIP_PREFIX}{:x}",
+            "{}/v1.0/admin/exchange/tracing/messageTraces?$filter={}&$top={top}&$skiptoken={SKIP_PREFIX}{:x}",
+            sh.faults().foreign_origin.unwrap_or_else(|| format!("https://{h}")),
             pct_encode(filter),
             skip + page.len()
         )

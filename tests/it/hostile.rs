@@ -253,3 +253,99 @@ fn secrets_echoed_by_endpoints_never_reach_any_output() {
     forbidden(&printed, "check stdout (data echo)");
     assert!(!printed.contains("eyJ"), "{printed}");
 }
+
+/// A loopback listener that counts the connections made to it (any connection is a
+/// request the collector should not have sent); stops on drop.
+struct Counter {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Counter {
+    fn start() -> Counter {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (Arc::clone(&hits), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 10 minutes even if the test forgets to stop it.
+            let until = Instant::now() + secs(600);
+            while !s.load(Ordering::SeqCst) && Instant::now() < until {
+                match l.accept() {
+                    Ok(_) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Counter {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn foreign_next_link_gets_no_request(graph: bool) {
+    let counter = Counter::start();
+    let foreign = format!("https://127.0.0.1:{}", counter.port);
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![TenantSpec::new("tenant-1")],
+        page_size: 5,
+        records_per_hour: if graph { 300 } else { 12 },
+        faults: Faults {
+            foreign_origin: Some(foreign.clone()),
+            ..Faults::default()
+        },
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.graph = graph;
+    cfg.cutoff_days = 1;
+    let w = Workdir::new(if graph { "hostile-next-graph" } else { "hostile-next-rws" });
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let out = w.run(RUN_ONCE, secs(90));
+    let log = stderr(&out);
+    assert_eq!(counter.hits.load(Ordering::SeqCst), 0, "the foreign origin got a request:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("foreign origin {foreign}")))
+        .unwrap_or_else(|| panic!("foreign origin not named:\n{log}"));
+    assert!(line.contains("not followed"), "{line}");
+    // The page is malformed: retried, then the window is left for the next period.
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    let api = if graph { "graph" } else { "rws" };
+    let served = emu.request_log();
+    assert!(served.iter().any(|r| r.api == api && r.status == 200));
+    assert!(
+        !served.iter().any(|r| r.query.contains("skiptoken")),
+        "a next page was requested"
+    );
+    eprintln!("hostile: foreign next link ({api}): {line}");
+}
+
+#[test]
+fn foreign_next_link_via_xml_base_gets_no_request() {
+    foreign_next_link_gets_no_request(false);
+}
+
+#[test]
+fn foreign_graph_next_link_gets_no_request() {
+    foreign_next_link_gets_no_request(true);
+}
