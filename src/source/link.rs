@@ -119,6 +119,28 @@ pub fn refusal(request_url: &str, link: &str) -> Option<String> {
     ))
 }
 
+/// The properties the `next_link` fuzz target (and its stable replay) checks on one
+/// input `base\nhref`: panics on a violation, never on odd input.
+pub fn fuzz_check(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (base, href) = text.split_once('\n').unwrap_or((&text, ""));
+    let resolved = super::resolve_url(base, href);
+    let ok = same_origin(base, &resolved);
+    assert_eq!(ok, same_origin(&resolved, base), "not symmetric");
+    assert_eq!(ok, refusal(base, &resolved).is_none());
+    if let Some(o) = origin(base) {
+        assert!(same_origin(base, base), "not reflexive");
+        assert_eq!(o.scheme, o.scheme.to_ascii_lowercase());
+        assert_eq!(o.host, o.host.to_ascii_lowercase());
+        let path_or_query = (href.starts_with('/') && !href.starts_with("//"))
+            || href.starts_with('?');
+        let plain = !href.chars().any(|c| c.is_whitespace() || c.is_control());
+        if path_or_query && plain {
+            assert!(ok, "{base:?} + {href:?} = {resolved:?} left the origin");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +199,20 @@ mod tests {
         let why = refusal(REQ, "https://127.0.0.1:9/x").unwrap_or_default();
         assert!(why.contains("foreign origin https://127.0.0.1:9"), "{why}");
         assert!(why.contains("https://reports.office365.com:443"), "{why}");
+    }
+
+    #[test]
+    fn fuzz_properties_hold_on_generated_links() {
+        let bases = [REQ, "https://127.0.0.1:8443/a/b", "https://[::1]/x", "http://h", "nonsense"];
+        let hrefs = [
+            "", "/", "?", "/x", "?$skiptoken=1", "//evil/x", "https://evil/", "../x", "/\\evil",
+            "#f", "https://reports.office365.com:443/x", " /x", "/x\r\nHost: evil",
+        ];
+        for b in bases {
+            for h in hrefs {
+                fuzz_check(format!("{b}\n{h}").as_bytes());
+            }
+        }
     }
 
     #[test]
