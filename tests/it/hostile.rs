@@ -349,3 +349,86 @@ fn foreign_next_link_via_xml_base_gets_no_request() {
 fn foreign_graph_next_link_gets_no_request() {
     foreign_next_link_gets_no_request(true);
 }
+
+fn warnings_of(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with("WARNING MainProcess::MainThread") && l.contains(needle))
+        .count()
+}
+
+#[test]
+fn start_up_warnings_come_once_and_name_the_fix() {
+    let emu = Emulator::start(small());
+    let mut cfg = Cfg::new(&emu.base_url());
+    // A clear-text output (never connected: the input is disabled, so the run stops
+    // right after the start-up checks).
+    cfg.outputs = "  plain:\n    type: syslog\n    config:\n      address: 127.0.0.1\n      port: 9\n      type: TCP\n".into();
+    let w = Workdir::new("hostile-warn");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    let yaml = cfg.yaml().replace("enabled: true", "enabled: false");
+    let conf = w.write("config/config.yaml", &yaml);
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = w.run(RUN_ONCE, secs(30));
+    let log = stderr(&out);
+    for (needle, fix) in [
+        ("persistence directory", "chmod 700"),
+        ("holds a client secret inline", "chmod 600"),
+        ("has `type: TCP`", "type: SSL"),
+    ] {
+        assert_eq!(warnings_of(&log, needle), 1, "{needle}:\n{log}");
+        let line = log.lines().find(|l| l.contains(needle)).unwrap_or("");
+        assert!(line.contains(fix), "{line}");
+        eprintln!("hostile: start-up: {line}");
+    }
+    assert!(!log.contains("secret-tenant-1"), "{log}");
+    // Tightened: no warning left.
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let yaml = yaml.replace(&cfg.outputs, "  out_file:\n    type: file\n    config:\n      path: events.jsonl\n");
+    std::fs::write(&conf, yaml).unwrap();
+    let log = stderr(&w.run(RUN_ONCE, secs(30)));
+    for needle in ["persistence directory", "inline", "type: TCP"] {
+        assert_eq!(warnings_of(&log, needle), 0, "{needle}:\n{log}");
+    }
+}
+
+#[test]
+fn read_only_persistence_directory_stops_the_start_with_exit_2() {
+    let emu = Emulator::start(small());
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-rodir");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    // Root writes through mode bits: use a directory no one can create files in.
+    let dir = if root {
+        "/proc".to_string()
+    } else {
+        std::fs::create_dir_all(w.file("state")).unwrap();
+        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o500))
+            .unwrap();
+        "state".to_string()
+    };
+    w.write(
+        "config/config.yaml",
+        &cfg.yaml().replace("directory_name: state", &format!("directory_name: {dir}")),
+    );
+    let out = w.run(RUN_ONCE, secs(30));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("is not writable"))
+        .unwrap_or_else(|| panic!("no refusal:\n{log}"));
+    assert!(line.contains("persistence directory") && line.contains("write access"), "{line}");
+    assert!(!log.contains("Running a new pipeline"), "{log}");
+    assert!(emu.request_log().is_empty(), "a tenant started");
+    eprintln!("hostile: read-only persistence directory: {line}");
+    if !root {
+        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+    }
+}
