@@ -1011,7 +1011,8 @@ pub enum OutputKind {
     Devo(TlsOutput),
     Syslog(TlsOutput),
     Stdout,
-    File { path: PathBuf },
+    /// `follow_symlinks`: write through a symlink at `path` (refused by default).
+    File { path: PathBuf, follow_symlinks: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -1150,7 +1151,7 @@ const OUTPUT_KEYS: &[&str] = &["type", "config"];
 const OUTPUT_TYPES: &[&str] = &["devo_platform", "syslog", "stdout", "file"];
 const DEVO_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key"];
 const SYSLOG_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key", "tag"];
-const FILE_KEYS: &[&str] = &["path"];
+const FILE_KEYS: &[&str] = &["path", "follow_symlinks"];
 const INPUT_KEYS: &[&str] = &[
     "id",
     "enabled",
@@ -1709,6 +1710,7 @@ fn check_file_output(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> 
     match c.string(f, "path", false) {
         Some(p) if !p.is_empty() => Some(OutputKind::File {
             path: c.resolve(&p),
+            follow_symlinks: c.boolean(f, "follow_symlinks", false),
         }),
         Some(_) => {
             let pos = f.get("path").map_or(f.pos, |e| e.node.pos);

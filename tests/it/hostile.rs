@@ -432,3 +432,40 @@ fn read_only_persistence_directory_stops_the_start_with_exit_2() {
             .unwrap();
     }
 }
+
+#[test]
+fn file_output_refuses_a_symlink_unless_allowed() {
+    let emu = Emulator::start(EmuOptions {
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-outlink");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let victim = w.file("victim.txt");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, w.file("events.jsonl")).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("is a symbolic link: refused"))
+        .unwrap_or_else(|| panic!("not refused:\n{log}"));
+    assert!(line.contains("follow_symlinks: true"), "{line}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert!(emu.request_log().is_empty(), "pulled without an output");
+    eprintln!("hostile: file output symlink: {line}");
+    // The documented key allows it.
+    w.write(
+        "config/config.yaml",
+        &cfg.yaml()
+            .replace("path: events.jsonl\n", "path: events.jsonl\n      follow_symlinks: true\n"),
+    );
+    let out = w.run(RUN_ONCE, secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&victim).unwrap();
+    assert!(text.starts_with("precious\n") && text.lines().count() > 1);
+}
