@@ -1012,7 +1012,10 @@ pub enum OutputKind {
     Syslog(TlsOutput),
     Stdout,
     /// `follow_symlinks`: write through a symlink at `path` (refused by default).
-    File { path: PathBuf, follow_symlinks: bool },
+    File {
+        path: PathBuf,
+        follow_symlinks: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -189,12 +189,18 @@ fn redact_shapes(text: &str) -> String {
             continue;
         }
         let lower = word.to_ascii_lowercase();
-        let param = ["client_secret=", "access_token=", "refresh_token=", "client_assertion="]
-            .iter()
-            .find(|p| lower.contains(*p));
+        let param = [
+            "client_secret=",
+            "access_token=",
+            "refresh_token=",
+            "client_assertion=",
+        ]
+        .iter()
+        .find(|p| lower.contains(*p));
         let value_follows = |p: &&&str| {
             let at = lower.find(**p).unwrap_or(0).saturating_add(p.len());
-            word.get(at..).is_some_and(|v| !v.is_empty() && !v.starts_with('&'))
+            word.get(at..)
+                .is_some_and(|v| !v.is_empty() && !v.starts_with('&'))
         };
         // An empty value (already redacted: `****` is not a token character) stays.
         if let Some(p) = param.filter(value_follows) {
@@ -369,15 +375,27 @@ mod tests {
     fn bearer_jwt_and_form_secrets_are_removed_without_registration() {
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl";
         let cases = [
-            (format!("Authorization: Bearer {jwt}\r\nHost: x"), "Authorization: Bearer ****\\r\\nHost: x"),
-            ("authorization: bearer abc.def-ghi".to_string(), "authorization: bearer ****"),
+            (
+                format!("Authorization: Bearer {jwt}\r\nHost: x"),
+                "Authorization: Bearer ****\\r\\nHost: x",
+            ),
+            (
+                "authorization: bearer abc.def-ghi".to_string(),
+                "authorization: bearer ****",
+            ),
             (format!("token={jwt}."), "token=****."),
             (
                 "grant_type=client_credentials&client_secret=Zx8Q~abc&scope=s".to_string(),
                 "grant_type=client_credentials&client_secret=****&scope=s",
             ),
-            ("\"client_secret=pa%20ss\"".to_string(), "\"client_secret=****\""),
-            ("x ACCESS_TOKEN=abc&y=1".to_string(), "x ACCESS_TOKEN=****&y=1"),
+            (
+                "\"client_secret=pa%20ss\"".to_string(),
+                "\"client_secret=****\"",
+            ),
+            (
+                "x ACCESS_TOKEN=abc&y=1".to_string(),
+                "x ACCESS_TOKEN=****&y=1",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(sanitize_remote(&input), want, "{input}");

@@ -140,7 +140,8 @@ mod tests {
     use super::*;
 
     fn tmp(tag: &str) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("msgtrace-preflight-{tag}-{}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("msgtrace-preflight-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         p
@@ -156,7 +157,10 @@ mod tests {
             let w = key_warning(&k);
             assert_eq!(w.is_some(), warns, "{mode:o}");
             if let Some(w) = w {
-                assert!(w.contains(&format!("mode {mode:o}")) && w.contains("chmod 600"), "{w}");
+                assert!(
+                    w.contains(&format!("mode {mode:o}")) && w.contains("chmod 600"),
+                    "{w}"
+                );
             }
         }
         assert_eq!(key_warning(&d.join("missing")), None);
@@ -168,12 +172,18 @@ mod tests {
         let d = tmp("dir");
         let s = d.join("a/state");
         probe_state_dir(&s).unwrap();
-        assert_eq!(std::fs::metadata(&s).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&s).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         assert!(!s.join(PROBE_NAME).exists());
         let file = d.join("f");
         std::fs::write(&file, "x").unwrap();
         let why = probe_state_dir(&file.join("state")).unwrap_err();
-        assert!(why.contains("cannot be created") && why.contains("directory_name"), "{why}");
+        assert!(
+            why.contains("cannot be created") && why.contains("directory_name"),
+            "{why}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -406,7 +406,10 @@ impl Tenant {
         // A saved link (state file) obeys the origin rule of SPEC §10 too.
         let saved = self.cursor.next_link.as_deref();
         if let Some(why) = saved.and_then(|l| crate::source::link::refusal(&query, l)) {
-            warning!(self.comp, "saved state: {why}; the window is read again from its start");
+            warning!(
+                self.comp,
+                "saved state: {why}; the window is read again from its start"
+            );
             self.cursor.next_link = None;
         }
         let url = self.cursor.next_link.clone().unwrap_or(query);

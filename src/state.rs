@@ -1355,20 +1355,108 @@ mod tests {
         };
         assert_eq!(validate(&between), Ok(()));
         let bad: Vec<(&str, Cursor)> = vec![
-            ("start i64::MIN", Cursor { window_start: i64::MIN, ..plausible() }),
-            ("start -1", Cursor { window_start: -1, window_end: 0, next_link: None, ..plausible() }),
-            ("start after 2200", Cursor { window_start: MAX_TIME + 1, window_end: 0, next_link: None, ..plausible() }),
-            ("end i64::MAX", Cursor { window_end: i64::MAX, ..plausible() }),
-            ("end before start", Cursor { window_end: 1_779_999_000, ..plausible() }),
-            ("end == start", Cursor { window_end: 1_780_000_000, ..plausible() }),
-            ("window of 40 days", Cursor { window_end: 1_780_000_000 + 40 * 86_400, ..plausible() }),
-            ("link between windows", Cursor { window_end: 0, ..plausible() }),
-            ("empty link", Cursor { next_link: Some(String::new()), ..plausible() }),
-            ("control char in link", Cursor { next_link: Some("https://h/\r\nX: y".into()), ..plausible() }),
-            ("requests u64::MAX", Cursor { requests: u64::MAX, ..plausible() }),
-            ("sent", Cursor { sent: MAX_COUNTER + 1, ..plausible() }),
-            ("filtered", Cursor { filtered: MAX_COUNTER + 1, ..plausible() }),
-            ("delay", Cursor { delay_secs: MAX_DELAY_SECS + 1, ..plausible() }),
+            (
+                "start i64::MIN",
+                Cursor {
+                    window_start: i64::MIN,
+                    ..plausible()
+                },
+            ),
+            (
+                "start -1",
+                Cursor {
+                    window_start: -1,
+                    window_end: 0,
+                    next_link: None,
+                    ..plausible()
+                },
+            ),
+            (
+                "start after 2200",
+                Cursor {
+                    window_start: MAX_TIME + 1,
+                    window_end: 0,
+                    next_link: None,
+                    ..plausible()
+                },
+            ),
+            (
+                "end i64::MAX",
+                Cursor {
+                    window_end: i64::MAX,
+                    ..plausible()
+                },
+            ),
+            (
+                "end before start",
+                Cursor {
+                    window_end: 1_779_999_000,
+                    ..plausible()
+                },
+            ),
+            (
+                "end == start",
+                Cursor {
+                    window_end: 1_780_000_000,
+                    ..plausible()
+                },
+            ),
+            (
+                "window of 40 days",
+                Cursor {
+                    window_end: 1_780_000_000 + 40 * 86_400,
+                    ..plausible()
+                },
+            ),
+            (
+                "link between windows",
+                Cursor {
+                    window_end: 0,
+                    ..plausible()
+                },
+            ),
+            (
+                "empty link",
+                Cursor {
+                    next_link: Some(String::new()),
+                    ..plausible()
+                },
+            ),
+            (
+                "control char in link",
+                Cursor {
+                    next_link: Some("https://h/\r\nX: y".into()),
+                    ..plausible()
+                },
+            ),
+            (
+                "requests u64::MAX",
+                Cursor {
+                    requests: u64::MAX,
+                    ..plausible()
+                },
+            ),
+            (
+                "sent",
+                Cursor {
+                    sent: MAX_COUNTER + 1,
+                    ..plausible()
+                },
+            ),
+            (
+                "filtered",
+                Cursor {
+                    filtered: MAX_COUNTER + 1,
+                    ..plausible()
+                },
+            ),
+            (
+                "delay",
+                Cursor {
+                    delay_secs: MAX_DELAY_SECS + 1,
+                    ..plausible()
+                },
+            ),
         ];
         for (what, c) in bad {
             assert!(validate(&c).is_err(), "{what}");

@@ -192,9 +192,14 @@ mod tests {
         std::fs::write(&victim, b"precious\n{\"cut").unwrap();
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let err = FileSink::open("f", &link, false).err().map(|e| e.to_string());
+        let err = FileSink::open("f", &link, false)
+            .err()
+            .map(|e| e.to_string());
         let err = err.unwrap_or_default();
-        assert!(err.contains("symbolic link") && err.contains("follow_symlinks: true"), "{err}");
+        assert!(
+            err.contains("symbolic link") && err.contains("follow_symlinks: true"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n{\"cut");
         // Allowed: written through, as before.
         let mut s = FileSink::open("f", &link, true).unwrap();

@@ -132,8 +132,8 @@ pub fn fuzz_check(data: &[u8]) {
         assert!(same_origin(base, base), "not reflexive");
         assert_eq!(o.scheme, o.scheme.to_ascii_lowercase());
         assert_eq!(o.host, o.host.to_ascii_lowercase());
-        let path_or_query = (href.starts_with('/') && !href.starts_with("//"))
-            || href.starts_with('?');
+        let path_or_query =
+            (href.starts_with('/') && !href.starts_with("//")) || href.starts_with('?');
         let plain = !href.chars().any(|c| c.is_whitespace() || c.is_control());
         if path_or_query && plain {
             assert!(ok, "{base:?} + {href:?} = {resolved:?} left the origin");
@@ -161,7 +161,10 @@ mod tests {
             assert!(same_origin(REQ, link), "{link}");
             assert_eq!(refusal(REQ, link), None, "{link}");
         }
-        assert!(same_origin("https://127.0.0.1:8443/a", "https://127.0.0.1:8443/b?c"));
+        assert!(same_origin(
+            "https://127.0.0.1:8443/a",
+            "https://127.0.0.1:8443/b?c"
+        ));
         assert!(same_origin("https://[::1]:8443/a", "https://[::1]:8443/b"));
         assert!(same_origin("http://h/a", "http://h:80/b"));
     }
@@ -203,10 +206,27 @@ mod tests {
 
     #[test]
     fn fuzz_properties_hold_on_generated_links() {
-        let bases = [REQ, "https://127.0.0.1:8443/a/b", "https://[::1]/x", "http://h", "nonsense"];
+        let bases = [
+            REQ,
+            "https://127.0.0.1:8443/a/b",
+            "https://[::1]/x",
+            "http://h",
+            "nonsense",
+        ];
         let hrefs = [
-            "", "/", "?", "/x", "?$skiptoken=1", "//evil/x", "https://evil/", "../x", "/\\evil",
-            "#f", "https://reports.office365.com:443/x", " /x", "/x\r\nHost: evil",
+            "",
+            "/",
+            "?",
+            "/x",
+            "?$skiptoken=1",
+            "//evil/x",
+            "https://evil/",
+            "../x",
+            "/\\evil",
+            "#f",
+            "https://reports.office365.com:443/x",
+            " /x",
+            "/x\r\nHost: evil",
         ];
         for b in bases {
             for h in hrefs {
@@ -225,7 +245,10 @@ mod tests {
                 port: 443
             })
         );
-        assert_eq!(origin("https://[::1]:9/").map(|o| o.to_string()).as_deref(), Some("https://[::1]:9"));
+        assert_eq!(
+            origin("https://[::1]:9/").map(|o| o.to_string()).as_deref(),
+            Some("https://[::1]:9")
+        );
         assert_eq!(origin("https://[::1]x/"), None);
         assert_eq!(origin("gopher://h/"), None);
     }

@@ -66,7 +66,8 @@ fn assert_first_refused_second_runs(out: &std::process::Output, needle: &str) ->
     assert!(refused.contains(needle), "{refused}");
     assert!(
         log.lines()
-            .any(|l| l.contains(&format!("({second},1001,")) && l.contains("Remote data is up to date!")),
+            .any(|l| l.contains(&format!("({second},1001,"))
+                && l.contains("Remote data is up to date!")),
         "second tenant did not run:\n{log}"
     );
     assert_eq!(out.status.code(), Some(3), "{log}");
@@ -214,7 +215,10 @@ fn secrets_echoed_by_endpoints_never_reach_any_output() {
         for needle in [secret, "Zx8Q", "s3cret", "%7Es3cret", "\u{1b}"] {
             assert!(!text.contains(needle), "{what} holds {needle:?}:\n{text}");
         }
-        assert!(!has_control(text), "{what} holds a control character:\n{text}");
+        assert!(
+            !has_control(text),
+            "{what} holds a control character:\n{text}"
+        );
     };
     // 1. The token endpoint echoes the posted form: `run` and `check`.
     let out = w.run(RUN_ONCE, secs(60));
@@ -222,7 +226,10 @@ fn secrets_echoed_by_endpoints_never_reach_any_output() {
     forbidden(&log, "run stderr");
     forbidden(&String::from_utf8_lossy(&out.stdout), "run stdout");
     assert!(log.contains("client_secret=****"), "{log}");
-    assert!(log.contains("\\ryou sent"), "control characters escaped:\n{log}");
+    assert!(
+        log.contains("\\ryou sent"),
+        "control characters escaped:\n{log}"
+    );
     assert_eq!(out.status.code(), Some(2), "{log}");
     let line = log.lines().find(|l| l.contains("you sent")).unwrap_or("");
     eprintln!("hostile: token echo: {line}");
@@ -246,7 +253,10 @@ fn secrets_echoed_by_endpoints_never_reach_any_output() {
         .request_log()
         .iter()
         .any(|r| r.api == "rws" && r.status == 400));
-    let line = log.lines().find(|l| l.contains("Bearer ****")).unwrap_or("");
+    let line = log
+        .lines()
+        .find(|l| l.contains("Bearer ****"))
+        .unwrap_or("");
     eprintln!("hostile: header echo: {line}");
     let out = w.run(&["check", "-c", "config/config.yaml"], secs(60));
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -317,12 +327,20 @@ fn foreign_next_link_gets_no_request(graph: bool) {
     let mut cfg = Cfg::new(&emu.base_url());
     cfg.graph = graph;
     cfg.cutoff_days = 1;
-    let w = Workdir::new(if graph { "hostile-next-graph" } else { "hostile-next-rws" });
+    let w = Workdir::new(if graph {
+        "hostile-next-graph"
+    } else {
+        "hostile-next-rws"
+    });
     emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
     w.write("config/config.yaml", &cfg.yaml());
     let out = w.run(RUN_ONCE, secs(90));
     let log = stderr(&out);
-    assert_eq!(counter.hits.load(Ordering::SeqCst), 0, "the foreign origin got a request:\n{log}");
+    assert_eq!(
+        counter.hits.load(Ordering::SeqCst),
+        0,
+        "the foreign origin got a request:\n{log}"
+    );
     let line = log
         .lines()
         .find(|l| l.contains(&format!("foreign origin {foreign}")))
@@ -386,7 +404,10 @@ fn start_up_warnings_come_once_and_name_the_fix() {
     // Tightened: no warning left.
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let yaml = yaml.replace(&cfg.outputs, "  out_file:\n    type: file\n    config:\n      path: events.jsonl\n");
+    let yaml = yaml.replace(
+        &cfg.outputs,
+        "  out_file:\n    type: file\n    config:\n      path: events.jsonl\n",
+    );
     std::fs::write(&conf, yaml).unwrap();
     let log = stderr(&w.run(RUN_ONCE, secs(30)));
     for needle in ["persistence directory", "inline", "type: TCP"] {
@@ -408,13 +429,13 @@ fn read_only_persistence_directory_stops_the_start_with_exit_2() {
         "/proc".to_string()
     } else {
         std::fs::create_dir_all(w.file("state")).unwrap();
-        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o500))
-            .unwrap();
+        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o500)).unwrap();
         "state".to_string()
     };
     w.write(
         "config/config.yaml",
-        &cfg.yaml().replace("directory_name: state", &format!("directory_name: {dir}")),
+        &cfg.yaml()
+            .replace("directory_name: state", &format!("directory_name: {dir}")),
     );
     let out = w.run(RUN_ONCE, secs(30));
     let log = stderr(&out);
@@ -423,13 +444,15 @@ fn read_only_persistence_directory_stops_the_start_with_exit_2() {
         .lines()
         .find(|l| l.contains("is not writable"))
         .unwrap_or_else(|| panic!("no refusal:\n{log}"));
-    assert!(line.contains("persistence directory") && line.contains("write access"), "{line}");
+    assert!(
+        line.contains("persistence directory") && line.contains("write access"),
+        "{line}"
+    );
     assert!(!log.contains("Running a new pipeline"), "{log}");
     assert!(emu.request_log().is_empty(), "a tenant started");
     eprintln!("hostile: read-only persistence directory: {line}");
     if !root {
-        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 }
 
@@ -461,8 +484,10 @@ fn file_output_refuses_a_symlink_unless_allowed() {
     // The documented key allows it.
     w.write(
         "config/config.yaml",
-        &cfg.yaml()
-            .replace("path: events.jsonl\n", "path: events.jsonl\n      follow_symlinks: true\n"),
+        &cfg.yaml().replace(
+            "path: events.jsonl\n",
+            "path: events.jsonl\n      follow_symlinks: true\n",
+        ),
     );
     let out = w.run(RUN_ONCE, secs(60));
     assert!(out.status.success(), "{}", stderr(&out));
