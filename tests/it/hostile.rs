@@ -494,3 +494,49 @@ fn file_output_refuses_a_symlink_unless_allowed() {
     let text = std::fs::read_to_string(&victim).unwrap();
     assert!(text.starts_with("precious\n") && text.lines().count() > 1);
 }
+
+/// A next link saved in the state file (forged, or written before this rule) obeys the
+/// same rule: dropped with a warning, the window read again from its start.
+#[test]
+fn foreign_next_link_in_the_state_file_gets_no_request() {
+    let counter = Counter::start();
+    let foreign = format!("https://127.0.0.1:{}", counter.port);
+    let emu = Emulator::start(EmuOptions {
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-savedlink");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    let now = msgtrace::time::now();
+    let start = now - 6 * 3600;
+    let saved = msgtrace::state::Cursor {
+        window_start: start,
+        window_end: start + 3600,
+        next_link: Some(format!(
+            "{foreign}/ecp/reportingwebservice/reporting.svc/MessageTrace?$skiptoken=5"
+        )),
+        delay_secs: 3600,
+        service: RWS.into(),
+        ..Default::default()
+    };
+    let path = state_of(&w, "1000");
+    std::fs::write(&path, msgtrace::state::encode_record(&saved)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(counter.hits.load(Ordering::SeqCst), 0, "{log}");
+    let line = log
+        .lines()
+        .find(|l| {
+            l.contains(&format!(
+                "saved state: the next link points to the foreign origin {foreign}"
+            ))
+        })
+        .unwrap_or_else(|| panic!("not refused:\n{log}"));
+    eprintln!("hostile: saved foreign link: {line}");
+}
