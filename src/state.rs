@@ -184,6 +184,9 @@ const SERVICE_GRAPH: &str = "office365_exchange_message_graph_service";
 /// CRC-32/IEEE lookup table, built at compile time.
 const CRC_TABLE: [u32; 256] = crc_table();
 
+// Evaluated at compile time only, over the fixed range 0..256: it cannot overflow or
+// index out of bounds (a mistake would fail the build, not a run).
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 const fn crc_table() -> [u32; 256] {
     let mut table = [0u32; 256];
     let mut i = 0;
@@ -235,7 +238,7 @@ fn zigzag(v: i64) -> u64 {
 }
 
 fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
+    ((v >> 1) as i64) ^ ((v & 1) as i64).wrapping_neg()
 }
 
 fn put_opt_text(out: &mut Vec<u8>, s: Option<&str>) {
@@ -302,7 +305,8 @@ pub fn check_bounds(c: &Cursor) -> Option<String> {
 /// One framed record (header + payload) for `cursor`, ready to append.
 /// A cursor past the bounds (see [`check_bounds`]) encodes but will not decode.
 pub fn encode_record(cursor: &Cursor) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + cursor.edge_keys.len() * 8);
+    let keys = cursor.edge_keys.len().saturating_mul(8);
+    let mut out = Vec::with_capacity(keys.saturating_add(48));
     out.extend_from_slice(&[MAGIC, FORMAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0]);
     encode_payload(cursor, &mut out);
     let len = out.len().saturating_sub(HEADER_LEN) as u32;
@@ -410,7 +414,7 @@ impl<'a> Reader<'a> {
             if i == 9 && part > 1 {
                 return None;
             }
-            v |= part << (7 * i);
+            v |= part << (7u32.saturating_mul(i));
             if b & 0x80 == 0 {
                 return Some(v);
             }
@@ -427,7 +431,7 @@ impl<'a> Reader<'a> {
     fn opt_text(&mut self, max: usize) -> Option<Option<String>> {
         match self.varint()? {
             0 => Some(None),
-            n => Some(Some(self.text(n - 1, max)?)),
+            n => Some(Some(self.text(n.saturating_sub(1), max)?)),
         }
     }
 }
@@ -489,7 +493,7 @@ fn decode_one(bytes: &[u8]) -> Result<(Cursor, usize), TornReason> {
     let header = bytes.get(..HEADER_LEN).ok_or(TornReason::ShortHeader)?;
     let word = |at: usize| -> u32 {
         let mut a = [0u8; 4];
-        if let Some(s) = header.get(at..at + 4) {
+        if let Some(s) = header.get(at..at.saturating_add(4)) {
             a.copy_from_slice(s);
         }
         u32::from_le_bytes(a)
@@ -505,7 +509,7 @@ fn decode_one(bytes: &[u8]) -> Result<(Cursor, usize), TornReason> {
         .ok_or(TornReason::TooLong(len32))?;
     let have = bytes.len().saturating_sub(HEADER_LEN);
     let payload = bytes
-        .get(HEADER_LEN..HEADER_LEN + len)
+        .get(HEADER_LEN..HEADER_LEN.saturating_add(len))
         .ok_or(TornReason::ShortPayload { want: len, have })?;
     let crc = crc32_update(crc32(header.get(..6).unwrap_or_default()), payload);
     if crc != word(6) {
@@ -516,7 +520,7 @@ fn decode_one(bytes: &[u8]) -> Result<(Cursor, usize), TornReason> {
         return Err(TornReason::NewerVersion(version));
     }
     let cursor = decode_payload(payload).map_err(TornReason::BadPayload)?;
-    Ok((cursor, HEADER_LEN + len))
+    Ok((cursor, HEADER_LEN.saturating_add(len)))
 }
 
 /// Why a decoded cursor cannot be a real checkpoint (see the module's "Ranges"), or
@@ -579,7 +583,7 @@ fn read_log(bytes: &[u8], check_ranges: bool) -> Recovery {
         match one {
             Ok((cursor, len)) => {
                 rec.cursor = Some(cursor);
-                rec.records += 1;
+                rec.records = rec.records.saturating_add(1);
                 rec.last_record_len = len;
                 at = at.saturating_add(len);
                 rec.valid_len = at;

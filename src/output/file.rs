@@ -66,7 +66,7 @@ impl FileSink {
                 super::Level::Warning,
                 &format!(
                     "output {name}: cut a torn last line ({} bytes) from {shown}",
-                    len - keep
+                    len.saturating_sub(keep)
                 ),
             );
         }
