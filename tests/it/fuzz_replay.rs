@@ -41,6 +41,11 @@ fn state_corpus_never_panics() {
         for end in 0..=bytes.len() {
             let rec = msgtrace::state::decode_log(&bytes[..end]);
             assert!(rec.valid_len <= end);
+            let checked = msgtrace::state::recover(&bytes[..end]);
+            assert!(checked.valid_len <= rec.valid_len);
+            if let Some(c) = &checked.cursor {
+                assert_eq!(msgtrace::state::validate(c), Ok(()));
+            }
         }
     }
 }
