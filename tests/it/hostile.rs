@@ -413,6 +413,22 @@ fn start_up_warnings_come_once_and_name_the_fix() {
     for needle in ["persistence directory", "inline", "type: TCP"] {
         assert_eq!(warnings_of(&log, needle), 0, "{needle}:\n{log}");
     }
+    // World-readable again, but the secret comes from the environment: nothing inline.
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("secret-tenant-1", "${MSGTRACE_TEST_SECRET}"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = w.run_env(
+        RUN_ONCE,
+        &[("MSGTRACE_TEST_SECRET", "secret-tenant-1")],
+        secs(30),
+    );
+    let log = stderr(&out);
+    assert_eq!(warnings_of(&log, "inline"), 0, "{log}");
+    assert!(log.contains("no enabled input"), "{log}");
 }
 
 #[test]
