@@ -82,6 +82,7 @@ fn cmd_run(c: &RunCmd) -> Result<u8> {
         cfg.path.display(),
         humantime::format_rfc3339_micros(std::time::SystemTime::now())
     );
+    crate::preflight::run(&cfg)?;
     crate::run::run(&cfg, c.once)
 }
 

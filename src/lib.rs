@@ -22,6 +22,7 @@ pub mod error;
 pub mod event;
 pub mod http;
 pub mod output;
+pub mod preflight;
 pub mod pull;
 pub mod record;
 pub mod run;

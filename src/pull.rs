@@ -370,10 +370,26 @@ impl Tenant {
             }
             Err(e) => return Ok(self.fail(e.context("token request"))),
         };
-        let url = next_link.unwrap_or_else(|| {
-            let base = api.pick(&svc.reporting_url, &svc.graph_url);
-            api.query_url(base, ws, we, Query::Pull)
-        });
+        // A saved link (state file) obeys the origin rule of SPEC §10 too.
+        let base = api.pick(&svc.reporting_url, &svc.graph_url);
+        let query = api.query_url(base, ws, we, Query::Pull);
+        let next_link = match next_link {
+            Some(l) => match crate::source::link::refusal(&query, &l) {
+                Some(why) => {
+                    warning!(
+                        self.comp,
+                        "saved state: {why}; the window is read again from its start"
+                    );
+                    if let Some(w) = self.phase.window_mut() {
+                        w.next_link = None;
+                    }
+                    None
+                }
+                None => Some(l),
+            },
+            None => None,
+        };
+        let url = next_link.unwrap_or(query);
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
         }
@@ -506,6 +522,13 @@ impl Tenant {
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
         };
+        // SPEC §10: the token goes only where the page came from; no request is sent.
+        let foreign = end.next_link.as_deref();
+        if let Some(why) = foreign.and_then(|l| crate::source::link::refusal(url, l)) {
+            self.state.checkpoint(&self.cursor)?;
+            let e = Error::Malformed(why).context(format!("page {}", crate::log::scrub_url(url)));
+            return Ok(self.fail(e));
+        }
         debug!(
             self.comp,
             "{} Events retrieved from the last API call ({} sent, {} filtered)",

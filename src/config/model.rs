@@ -78,7 +78,11 @@ pub enum OutputKind {
     Devo(TlsOutput),
     Syslog(TlsOutput),
     Stdout,
-    File { path: PathBuf },
+    /// `follow_symlinks`: write through a symlink at `path` (refused by default).
+    File {
+        path: PathBuf,
+        follow_symlinks: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

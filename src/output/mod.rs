@@ -56,7 +56,10 @@ pub fn open(cfg: &OutputConfig) -> Result<Box<dyn Sink>> {
 pub fn open_with(cfg: &OutputConfig, timeouts: Timeouts) -> Result<Box<dyn Sink>> {
     Ok(match &cfg.kind {
         OutputKind::Stdout => Box::new(stdout::StdoutSink::new(&cfg.name)),
-        OutputKind::File { path } => Box::new(file::FileSink::open(&cfg.name, path)?),
+        OutputKind::File {
+            path,
+            follow_symlinks,
+        } => Box::new(file::FileSink::open(&cfg.name, path, *follow_symlinks)?),
         OutputKind::Devo(t) => Box::new(devo::DevoSink::open(&cfg.name, t, timeouts)?),
         OutputKind::Syslog(t) => Box::new(syslog::SyslogSink::open(&cfg.name, t, timeouts)?),
     })

@@ -59,7 +59,7 @@ fn summary(cfg: &Config) -> String {
     for o in &cfg.outputs {
         let kind = match &o.kind {
             OutputKind::Stdout => "stdout".to_string(),
-            OutputKind::File { path } => format!("file path={}", path.display()),
+            OutputKind::File { path, .. } => format!("file path={}", path.display()),
             OutputKind::Devo(t) | OutputKind::Syslog(t) => format!(
                 "{} {}:{} tls={} chain={} cert={} key={} tag={}",
                 if matches!(o.kind, OutputKind::Devo(_)) {

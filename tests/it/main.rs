@@ -16,6 +16,7 @@ mod deploy;
 mod e2e;
 mod emulator_tests;
 mod fuzz_replay;
+mod hostile;
 mod outputs;
 mod sources;
 mod state;

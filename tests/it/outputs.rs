@@ -452,6 +452,7 @@ fn file_output_cuts_torn_tail_fixtures() {
             name: "f".into(),
             kind: OutputKind::File {
                 path: target.clone(),
+                follow_symlinks: false,
             },
         };
         let mut sink = output::open(&cfg).unwrap();
