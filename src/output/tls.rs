@@ -133,6 +133,8 @@ pub struct Link {
     out: Vec<u8>,
     /// Keep what the receiver sends for `read_available` (else it is discarded).
     keep_received: bool,
+    /// Resend the last confirmed delivery after a failure (see `REPLAY_MAX`).
+    replay: bool,
     /// Chunks pushed since the last confirm (their tail, at most `REPLAY_MAX` bytes).
     since_confirm: Replay,
     /// Chunks of the last confirmed delivery: resent after a failure.
@@ -198,10 +200,20 @@ impl Link {
             generation: 0,
             out: Vec::with_capacity(FLUSH_AT.saturating_add(FLUSH_AT / 4)),
             keep_received: false,
+            replay: true,
             since_confirm: Replay::default(),
             last_confirmed: Replay::default(),
             spare: Vec::new(),
         })
+    }
+
+    /// No transport-level resend of the last confirmed delivery after a reconnect: for
+    /// protocols that resend what the receiver did not acknowledge themselves (RELP, which
+    /// must also open its session before anything else is sent on a new connection).
+    #[must_use]
+    pub fn without_replay(mut self) -> Link {
+        self.replay = false;
+        self
     }
 
     /// Keep what the receiver sends (at most `INBOX_MAX` bytes) for `read_available`:
@@ -276,7 +288,7 @@ impl Link {
                 self.state = state;
                 self.generation = self.generation.wrapping_add(1);
                 info!(COMP, "{}: connected ({how})", self.peer.label);
-                if replay {
+                if replay && self.replay {
                     self.resend_last_confirmed()?;
                 }
                 Ok(())
@@ -345,7 +357,7 @@ impl Link {
                 .and_then(|()| write_tls_all(tls, &mut conn.sock)),
             None => conn.sock.write_all(&self.out),
         };
-        if r.is_ok() {
+        if r.is_ok() && self.replay {
             self.since_confirm.add(&self.out, &mut self.spare);
         }
         self.out.clear();
@@ -998,6 +1010,63 @@ mod tests {
         r.clear(&mut spare);
         assert_eq!((r.chunks.len(), r.bytes), (0, 0));
         assert_eq!(spare.len(), held, "cleared buffers go back to the pool");
+    }
+
+    /// Plain TCP to a loopback listener: after the receiver hangs up, the next
+    /// connection starts with the last confirmed delivery, unless replay is off.
+    fn resent_after_reconnect(replay: bool) -> Vec<u8> {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = TlsOutput {
+            address: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: false,
+            chain: None,
+            cert: None,
+            key: None,
+            tag: String::new(),
+        };
+        let quick = Timeouts {
+            connect: Duration::from_secs(5),
+            io: Duration::from_secs(5),
+            drain: Duration::from_secs(5),
+        };
+        let mut link = Link::new("o", &cfg, quick).unwrap();
+        if !replay {
+            link = link.without_replay();
+        }
+        link.ensure_ready().unwrap();
+        let (mut first, _) = listener.accept().unwrap();
+        link.out().extend_from_slice(b"a\n");
+        link.confirm().unwrap();
+        let mut got = [0u8; 2];
+        first.read_exact(&mut got).unwrap();
+        drop(first);
+        let start = Instant::now();
+        while link.confirm().is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the hang-up was not seen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!link.connected());
+        link.ensure_ready().unwrap();
+        assert_eq!(link.generation(), 2);
+        let (mut second, _) = listener.accept().unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut resent = vec![0u8; 16];
+        let n = second.read(&mut resent).unwrap_or(0);
+        resent.truncate(n);
+        resent
+    }
+
+    #[test]
+    fn the_last_confirmed_delivery_is_resent_on_the_next_connection_unless_off() {
+        assert_eq!(resent_after_reconnect(true), b"a\n");
+        assert_eq!(resent_after_reconnect(false), b"");
     }
 
     #[test]
