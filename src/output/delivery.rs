@@ -21,8 +21,11 @@
 //! acknowledgements (RELP: push, then read `rsp 200` for every open transaction through
 //! `tls::Link::read_available`, then `tls::Link::confirmed`); any error means "not
 //! taken" and the sink may drop its connection; `generation` moves at every reconnect
-//! the sink makes by itself. A sink may block in any call up to its own timeouts: only
-//! its writer thread waits.
+//! that may have lost events (a sink that resends everything unacknowledged by itself
+//! keeps it). A sink may block in any call up to its own timeouts: only its writer
+//! thread waits. Building blocks for an acknowledging sink over TLS or TCP:
+//! `tls::Link::keep_received` (keep the receiver's answers), `without_replay` (the
+//! protocol resends itself), `read_available` (answers, with a deadline), `confirmed`.
 //!
 //! Memory is bounded: at most `LANE_BYTES` queued per output (a worker waits for room);
 //! the sink's own buffers are bounded by the sink.

@@ -49,7 +49,9 @@ pub trait Sink: Send {
     /// send queue drained) or by the protocol (RELP: `rsp 200` for every transaction).
     fn confirm(&mut self) -> Result<()>;
     /// Increments each time a (re)connection happens: a page written under an older
-    /// generation may be lost and must be sent again.
+    /// generation may be lost and must be sent again. A sink that resends by itself
+    /// everything its receiver did not acknowledge (RELP) loses nothing at a reconnect
+    /// and may keep its generation.
     fn generation(&self) -> u64;
     fn stats(&self) -> SinkStats;
 }
