@@ -743,50 +743,61 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "closed")
 }
 
+/// One read from the socket. TCP: the bytes land in `plain` (their count is returned).
+/// TLS: the records go into rustls and are processed (0 is returned; the plaintext is
+/// taken with `read_plain`). A socket at EOF is an `UnexpectedEof` error.
+fn read_once(conn: &mut Conn, plain: &mut [u8]) -> io::Result<usize> {
+    let n = match conn.tls.as_mut() {
+        Some(tls) => tls.read_tls(&mut conn.sock)?,
+        None => conn.sock.read(plain)?,
+    };
+    if n == 0 {
+        return Err(closed());
+    }
+    match conn.tls.as_mut() {
+        Some(tls) => {
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(0)
+        }
+        None => Ok(n),
+    }
+}
+
+/// Plaintext rustls holds: `None` when there is none yet; `UnexpectedEof` when the
+/// receiver closed the session (close_notify) and nothing is left.
+fn read_plain(tls: &mut ClientConnection, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match tls.reader().read(buf) {
+        Ok(0) => Err(closed()),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read what the peer sent without blocking (the socket is non-blocking here).
 /// Ok when nothing is there; an `UnexpectedEof` error when the peer closed. Received
-/// plaintext goes to the inbox when `keep` (until it holds `INBOX_MAX` bytes: then the
-/// socket is left unread), else it is discarded.
+/// plaintext goes to the inbox when `keep` (until it holds about `INBOX_MAX` bytes:
+/// then the socket is left unread), else it is discarded.
 fn peek_peer(conn: &mut Conn, keep: bool) -> io::Result<()> {
     let mut scratch = [0u8; READ_SCRATCH];
     loop {
         if keep && conn.inbox.len() >= INBOX_MAX {
             return Ok(());
         }
-        let r = match conn.tls.as_mut() {
-            Some(tls) => tls.read_tls(&mut conn.sock),
-            None => conn.sock.read(&mut scratch),
-        };
-        match r {
-            Ok(0) => return Err(closed()),
-            Ok(n) => match conn.tls.as_mut() {
-                Some(tls) => {
-                    let state = tls
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    let peer_closed = state.peer_has_closed();
-                    let mut left = state.plaintext_bytes_to_read();
-                    while left > 0 {
-                        match tls.reader().read(&mut scratch) {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => {
-                                left = left.saturating_sub(k);
-                                if keep {
-                                    conn.inbox.extend(scratch.get(..k).unwrap_or_default());
-                                }
-                            }
+        match read_once(conn, &mut scratch) {
+            Ok(n) => {
+                if keep {
+                    conn.inbox.extend(scratch.get(..n).unwrap_or_default());
+                }
+                if let Some(tls) = conn.tls.as_mut() {
+                    while let Some(k) = read_plain(tls, &mut scratch)? {
+                        if keep {
+                            conn.inbox.extend(scratch.get(..k).unwrap_or_default());
                         }
                     }
-                    if peer_closed {
-                        return Err(closed());
-                    }
                 }
-                None => {
-                    if keep {
-                        conn.inbox.extend(scratch.get(..n).unwrap_or_default());
-                    }
-                }
-            },
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -817,11 +828,8 @@ fn read_into(
 fn read_socket(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
     loop {
         if let Some(tls) = conn.tls.as_mut() {
-            match tls.reader().read(buf) {
-                Ok(0) => return Err(closed()),
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if let Some(n) = read_plain(tls, buf)? {
+                return Ok(n);
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -829,29 +837,17 @@ fn read_socket(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result
             return Ok(0);
         }
         conn.sock.set_read_timeout(Some(left.max(READ_WAIT_MIN)))?;
-        let r = match conn.tls.as_mut() {
-            Some(tls) => tls.read_tls(&mut conn.sock),
-            None => conn.sock.read(buf),
-        };
-        match r {
-            Ok(0) => return Err(closed()),
-            Ok(n) => match conn.tls.as_mut() {
-                Some(tls) => {
-                    let state = tls
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    if state.plaintext_bytes_to_read() == 0 && state.peer_has_closed() {
-                        return Err(closed());
-                    }
-                }
-                None => return Ok(n),
-            },
+        match read_once(conn, buf) {
+            // TLS records were processed: their plaintext is taken at the loop's top.
+            Ok(0) => {}
+            Ok(n) => return Ok(n),
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
