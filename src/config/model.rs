@@ -99,8 +99,8 @@ pub struct TlsOutput {
     pub tag: String,
 }
 
-/// The syslog tag (APP-NAME) when an output does not set `tag`.
-pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
+/// The syslog tag (APP-NAME) when an output does not set `tag`: defined once, by the outputs.
+pub use crate::output::DEFAULT_TAG;
 
 /// Which Microsoft API an input pulls: the seam lives in `source/api.rs`.
 pub use crate::source::Api;
