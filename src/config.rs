@@ -997,6 +997,8 @@ pub struct Globals {
     pub name: String,
     /// Persistence directory, resolved against the working directory.
     pub state_dir: PathBuf,
+    /// `metrics_listen`: `host:port` of the Prometheus/health listener (SPEC §7); off when absent.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -1143,7 +1145,7 @@ const MAX_ID_LEN: usize = 64;
 
 const INPUT_BASE: &str = "office365_exchange_message";
 const TOP_KEYS: &[&str] = &["globals", "outputs", "inputs"];
-const GLOBAL_KEYS: &[&str] = &["debug", "id", "name", "persistence"];
+const GLOBAL_KEYS: &[&str] = &["debug", "id", "name", "persistence", "metrics_listen"];
 const PERSISTENCE_KEYS: &[&str] = &["type", "config"];
 const PERSISTENCE_CONFIG_KEYS: &[&str] = &["directory_name"];
 const OUTPUT_KEYS: &[&str] = &["type", "config"];
@@ -1552,6 +1554,7 @@ fn check_globals(c: &mut Checker<'_>, top: &Fields<'_>) -> Globals {
         id: "not_used".into(),
         name: "msgtrace".into(),
         state_dir: c.base.join("state"),
+        metrics_listen: None,
     };
     let Some(e) = top.opt("globals") else {
         return g;
@@ -1565,6 +1568,17 @@ fn check_globals(c: &mut Checker<'_>, top: &Fields<'_>) -> Globals {
     }
     if let Some(name) = c.string(&f, "name", false) {
         g.name = name;
+    }
+    if let Some(listen) = c.string(&f, "metrics_listen", false) {
+        match crate::metrics::http::check_listen(&listen) {
+            Ok(()) => g.metrics_listen = Some(listen),
+            Err(what) => {
+                let pos = f.get("metrics_listen").map_or(f.pos, |e| e.node.pos);
+                let fix =
+                    "write host:port, e.g. `127.0.0.1:9464` (or `0.0.0.0:9464` in a container)";
+                c.err(pos, None, "globals.metrics_listen", what, fix);
+            }
+        }
     }
     let Some(pe) = f.opt("persistence") else {
         return g;

@@ -68,6 +68,20 @@ impl Outputs {
         Ok(())
     }
 
+    /// `ensure_ready`, then each sink's state copied into the metrics registry.
+    pub fn ensure_ready_published(&mut self) -> Result<()> {
+        let r = self.ensure_ready();
+        self.publish_metrics();
+        r
+    }
+
+    /// Copy each sink's connection state and queue size into the metrics registry.
+    pub fn publish_metrics(&self) {
+        for (i, s) in self.sinks.iter().enumerate() {
+            crate::metrics::output(i).observe(&s.stats());
+        }
+    }
+
     pub fn write(&mut self, lines: &[u8], count: u64) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
@@ -135,6 +149,11 @@ impl Pacer {
 
     pub fn record(&mut self, now: Instant) {
         self.sent.push_back(now);
+    }
+
+    /// Requests still allowed in the current span (as of the last `wait`).
+    pub fn remaining(&self) -> usize {
+        self.budget.saturating_sub(self.sent.len())
     }
 }
 
@@ -300,6 +319,7 @@ impl Tenant {
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
         state.checkpoint(&c)?;
+        crate::metrics::input(&input.id).cursor(c.window_start);
         let tokens = TokenClient::new(
             svc.api,
             &svc.auth_url,
@@ -388,6 +408,7 @@ impl Tenant {
         let token = match self.tokens.token(&self.agent, now) {
             Ok((t, obtained)) => {
                 if let Some(o) = obtained {
+                    crate::metrics::input(&self.input.id).request(crate::metrics::Call::Token, 200);
                     info!(
                         self.setup_comp,
                         "Successfully received JWT token from {} which expires in {} seconds",
@@ -397,7 +418,11 @@ impl Tenant {
                 }
                 t
             }
-            Err(e) => return Ok(self.fail(e.context("token request"))),
+            Err(e) => {
+                crate::metrics::input(&self.input.id)
+                    .request(crate::metrics::Call::Token, http_code(&e));
+                return Ok(self.fail(e.context("token request")));
+            }
         };
         let url = match &self.cursor.next_link {
             Some(l) => l.clone(),
@@ -408,6 +433,7 @@ impl Tenant {
         };
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
+            crate::metrics::input(&self.input.id).budget_remaining(p.remaining());
         }
         if let Some(p) = &mut self.pull {
             p.requests += 1;
@@ -431,9 +457,14 @@ impl Tenant {
             .call()
         {
             Ok(r) => r,
-            Err(e) => return Ok(self.fail(http::transport(e))),
+            Err(e) => {
+                crate::metrics::input(&self.input.id)
+                    .request(svc.api.into(), crate::metrics::CODE_NO_ANSWER);
+                return Ok(self.fail(http::transport(e)));
+            }
         };
         let status = resp.status().as_u16();
+        crate::metrics::input(&self.input.id).request(svc.api.into(), status);
         debug!(
             self.comp,
             "status {status} after {} ms",
@@ -532,6 +563,7 @@ impl Tenant {
         if output_err.is_none() {
             let mut out = lock(outputs);
             let res = out.write(&batch, pending).and_then(|()| out.confirm());
+            out.publish_metrics();
             if let Err(e) = res {
                 output_err = Some(e);
             } else if out.generation() != gen0 {
@@ -557,6 +589,7 @@ impl Tenant {
         }
         self.cursor.sent += sent;
         self.cursor.filtered += filtered;
+        crate::metrics::input(&self.input.id).delivered(sent, filtered);
         let end = match scanned {
             Ok(end) => end,
             Err(e) => {
@@ -582,10 +615,12 @@ impl Tenant {
             }
         }
         self.state.checkpoint(&self.cursor)?;
+        crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
         Ok(Next::After(Duration::ZERO))
     }
 
     fn finish_pull(&mut self, failed: Option<String>) -> Next {
+        crate::metrics::input(&self.input.id).pull_finished(failed.is_none());
         if let Some(p) = self.pull.take() {
             if failed.is_none() {
                 info!(self.comp, "Remote data is up to date!");
@@ -665,6 +700,19 @@ impl Tenant {
             wait.as_secs_f64()
         );
         Next::After(wait)
+    }
+}
+
+/// The `code` label of a failed token request: its HTTP status, or "no answer". Setup
+/// errors carry the status they stand for: 100 is a 401, 102 a 200 without a token, 101
+/// any other refusal (Entra answers 400 for an unknown tenant or a bad request).
+fn http_code(e: &Error) -> u16 {
+    match e.root() {
+        Error::Http { status, .. } => *status,
+        Error::Setup { code: 100, .. } => 401,
+        Error::Setup { code: 102, .. } => 200,
+        Error::Setup { .. } => 400,
+        _ => crate::metrics::CODE_NO_ANSWER,
     }
 }
 

@@ -117,6 +117,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         )]));
     }
     let outputs = Outputs::new(sinks);
+    crate::metrics::start(cfg)?;
     // One agent per distinct (timeout, ca_file): agents share their connection pool,
     // which bounds idle connections (and their buffers) however many tenants there are.
     let mut agents: HashMap<(u64, Option<PathBuf>), ureq::Agent> = HashMap::new();
@@ -146,6 +147,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                     "InputProcess::MainThread",
                     "{}#{} cannot start: {e}", input.name, input.id
                 );
+                crate::metrics::input(&input.id).failed_to_start();
                 failed_at_start.push((format!("{}#{}", input.name, input.id), e.to_string()));
             }
         }
@@ -195,6 +197,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     let mut last_stamp = time::now();
     let mut stop_at: Option<Instant> = None;
     loop {
+        crate::metrics::heartbeat();
         let mut s = lock(&shared.sched);
         let all_done = s.done.iter().all(Option::is_some);
         if shared.active.load(Ordering::SeqCst) == 0 || (once && all_done) || s.fatal.is_some() {
@@ -346,7 +349,7 @@ fn worker(sh: &Shared) {
             }
         };
         // Outputs first: while they are down pulling pauses, so nothing queues up.
-        let ready = lock(&sh.outputs).ensure_ready();
+        let ready = lock(&sh.outputs).ensure_ready_published();
         let next = match ready {
             // A permanent refusal (certificate rejected, wrong chain) will not heal by
             // reconnecting: stop with exit 3 and say so in the fatal line.
