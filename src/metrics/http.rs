@@ -343,11 +343,11 @@ fn accept_loop(listener: &TcpListener, reg: &'static Registry) {
 fn serve_one(mut stream: TcpStream, reg: &Registry) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let started = Instant::now();
     let mut parser = Parser::new();
     let mut buf = [0u8; READ_CHUNK];
     let parsed = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = REQUEST_DEADLINE.saturating_sub(started.elapsed());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             break Err(Reject {
                 status: 408,

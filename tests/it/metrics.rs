@@ -201,9 +201,8 @@ fn metrics_match_deliveries_and_promtool_accepts_them() {
         )) && l.ends_with("\"} 1")),
         "{body}"
     );
-    match promtool(&body) {
-        Some((ok, said)) => assert!(ok, "promtool check metrics:\n{said}\n{body}"),
-        None => {}
+    if let Some((ok, said)) = promtool(&body) {
+        assert!(ok, "promtool check metrics:\n{said}\n{body}");
     }
     eprintln!("[metrics] sample /metrics:\n{body}");
 
@@ -377,4 +376,107 @@ fn kubernetes_recipe_has_probes_and_the_scrape_annotation() {
     ] {
         assert!(text.contains(needle), "kubernetes.yaml: no {needle:?}");
     }
+}
+
+#[test]
+fn graph_inputs_report_their_request_budget() {
+    let emu = emulator();
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.graph = true;
+    cfg.cutoff_days = 1;
+    cfg.period = 3600;
+    cfg.service_extra = "        max_requests_per_5_minutes: 50\n".into();
+    let w = setup(
+        "metrics-graph",
+        &emu,
+        &with_listen(&cfg.yaml(), "127.0.0.1:0"),
+    );
+    let mut p = w.spawn(&["run", "-c", "config/config.yaml"], &[]);
+    let port = metrics_port(&w);
+    wait_log(&w, "Remote data is up to date!", Duration::from_secs(60));
+    let (_, _, body) = get(port, "/metrics");
+    let input = "input=\"office365_exchange_message\"";
+    let graph_requests: f64 = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("msgtrace_requests_total{{{input},api=\"graph\",")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(graph_requests >= 1.0, "{body}");
+    assert_eq!(
+        value(
+            &body,
+            &format!("msgtrace_graph_budget_remaining{{{input}}}")
+        ),
+        Some(50.0 - graph_requests),
+        "{body}"
+    );
+    let sent = value(
+        &body,
+        &format!("msgtrace_events_sent_total{{{input},output=\"out_file\"}}"),
+    );
+    assert_eq!(
+        sent,
+        Some(json_lines(&w.read("events.jsonl")).len() as f64),
+        "{body}"
+    );
+    p.signal("TERM");
+    assert!(p.wait(Duration::from_secs(8)).is_some(), "stopped");
+}
+
+#[test]
+fn readyz_names_an_input_that_failed_three_periods_in_a_row() {
+    let mut spec = TenantSpec::new("tenant-1");
+    spec.unavailable = true;
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![spec],
+        records_per_hour: 12,
+        data_days: 3,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    cfg.period = 1;
+    let w = setup(
+        "readyz-input",
+        &emu,
+        &with_listen(&cfg.yaml(), "127.0.0.1:0"),
+    );
+    let mut p = w.spawn(&["run", "-c", "config/config.yaml"], &[]);
+    let port = metrics_port(&w);
+    let until = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (status, _, body) = get(port, "/readyz");
+        if status == 503 && body.starts_with("input ") {
+            break body;
+        }
+        assert!(Instant::now() < until, "still {status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // 3 or, on a slow host, a period more by the time of the probe.
+    let periods = body
+        .strip_prefix("input office365_exchange_message#1000 failed ")
+        .and_then(|r| r.strip_suffix(" periods in a row\n"))
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(periods.is_some_and(|n| (3..=4).contains(&n)), "{body}");
+    let (_, _, metrics) = get(port, "/metrics");
+    let input = "input=\"office365_exchange_message\"";
+    assert!(
+        value(
+            &metrics,
+            &format!("msgtrace_window_failures_total{{{input}}}")
+        )
+        .is_some_and(|v| v >= 3.0),
+        "{metrics}"
+    );
+    assert!(
+        value(
+            &metrics,
+            &format!("msgtrace_requests_total{{{input},api=\"reporting\",code=\"503\"}}")
+        )
+        .is_some_and(|v| v >= 18.0),
+        "{metrics}"
+    );
+    assert_eq!(get(port, "/healthz").0, 200);
+    p.signal("TERM");
+    assert!(p.wait(Duration::from_secs(8)).is_some(), "stopped");
 }
