@@ -34,6 +34,20 @@ pub const HEALTH_STALL_MILLIS: i64 = 60_000;
 /// `code` label value 0: the request got no HTTP answer (connect, TLS, timeout).
 pub const CODE_NO_ANSWER: u16 = 0;
 
+/// The `code` label of a failed request: its HTTP status, or `CODE_NO_ANSWER`. Token
+/// setup errors carry the status they stand for: 100 is a 401, 102 a 200 without a token,
+/// 101 any other refusal (Entra answers 400 for an unknown tenant or a bad request).
+pub fn error_code(e: &crate::error::Error) -> u16 {
+    use crate::error::Error;
+    match e.root() {
+        Error::Http { status, .. } => *status,
+        Error::Setup { code: 100, .. } => 401,
+        Error::Setup { code: 102, .. } => 200,
+        Error::Setup { .. } => 400,
+        _ => CODE_NO_ANSWER,
+    }
+}
+
 /// Which endpoint a request went to: the `api` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
@@ -747,6 +761,28 @@ mod tests {
         assert_eq!(r.readiness(false), Ok(()));
         i.failed_to_start();
         assert!(r.readiness(false).is_err());
+    }
+
+    #[test]
+    fn error_codes_of_failed_requests() {
+        use crate::error::Error;
+        let http = Error::Http {
+            status: 503,
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(error_code(&http.context("token request")), 503);
+        let setup = |code| Error::Setup {
+            code,
+            message: String::new(),
+        };
+        assert_eq!(error_code(&setup(100)), 401);
+        assert_eq!(error_code(&setup(101)), 400);
+        assert_eq!(error_code(&setup(102)), 200);
+        assert_eq!(
+            error_code(&Error::Transport("refused".into())),
+            CODE_NO_ANSWER
+        );
     }
 
     #[test]

@@ -420,7 +420,7 @@ impl Tenant {
             }
             Err(e) => {
                 crate::metrics::input(&self.input.id)
-                    .request(crate::metrics::Call::Token, http_code(&e));
+                    .request(crate::metrics::Call::Token, crate::metrics::error_code(&e));
                 return Ok(self.fail(e.context("token request")));
             }
         };
@@ -700,19 +700,6 @@ impl Tenant {
             wait.as_secs_f64()
         );
         Next::After(wait)
-    }
-}
-
-/// The `code` label of a failed token request: its HTTP status, or "no answer". Setup
-/// errors carry the status they stand for: 100 is a 401, 102 a 200 without a token, 101
-/// any other refusal (Entra answers 400 for an unknown tenant or a bad request).
-fn http_code(e: &Error) -> u16 {
-    match e.root() {
-        Error::Http { status, .. } => *status,
-        Error::Setup { code: 100, .. } => 401,
-        Error::Setup { code: 102, .. } => 200,
-        Error::Setup { .. } => 400,
-        _ => crate::metrics::CODE_NO_ANSWER,
     }
 }
 
