@@ -6,6 +6,7 @@
 //! Must not: depend on the test host's name (the `auto` case checks what this host gives).
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -275,6 +276,34 @@ fn a_shard_without_tenants_has_nothing_to_do() {
         "{err}"
     );
     assert!(!w.file("events.jsonl").exists(), "no output opened");
+    // Without --once it idles until stopped, alive and ready (it has nothing to do).
+    w.write(
+        "config/config.yaml",
+        &yaml.replacen("globals:\n", "globals:\n  metrics_listen: 127.0.0.1:0\n", 1),
+    );
+    let mut p = w.spawn(&["run", "--shard", &other, "-c", "config/config.yaml"], &[]);
+    let log = w.wait_log("stderr.log", "idle until stopped", Duration::from_secs(30));
+    let port: u16 = log
+        .lines()
+        .find_map(|l| l.split("metrics on http://127.0.0.1:").nth(1))
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics port:\n{log}"));
+    for path in ["/healthz", "/readyz"] {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{path}: {answer}"
+        );
+    }
+    p.signal("TERM");
+    let st = p.wait(Duration::from_secs(8)).expect("stopped");
+    assert_eq!(st.code(), Some(0));
 }
 
 const STATEFULSET_PY: &str = r#"
