@@ -1,7 +1,8 @@
 //! The commands: what `msgtrace run|check|state` do, and their exit codes.
 //!
 //! Owns: config path resolution at the top, the start banner, printing check steps and
-//! state. Must not: parse arguments (`cli`) or hold pulling logic (`run`, `pull`).
+//! state, choosing this replica's inputs (`--shard`/`MSGTRACE_SHARD`, the hash lives in
+//! `shard`) and idling when its shard owns none. Must not: parse arguments (`cli`) or hold pulling logic (`run`, `pull`).
 
 use std::path::Path;
 
