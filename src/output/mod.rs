@@ -10,6 +10,7 @@ pub mod devo;
 pub mod file;
 pub mod framed;
 pub mod pem;
+pub mod relp;
 pub mod stdout;
 pub mod syslog;
 pub mod tls;
