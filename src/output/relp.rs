@@ -255,11 +255,15 @@ impl Session {
     }
 
     fn receive_inner(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        if matches!(self.core.state, State::Down | State::Closed) {
-            return Err(malformed(format!(
-                "relp data arrived with no session open ({:?})",
-                self.core.state
-            )));
+        match self.core.state {
+            State::Down => {
+                return Err(malformed(
+                    "relp data arrived with no session open".to_owned(),
+                ))
+            }
+            // After `close` was answered the receiver says `serverclose`: nothing to do.
+            State::Closed => return Ok(()),
+            _ => {}
         }
         let mut rest = input;
         while !rest.is_empty() {
@@ -267,6 +271,9 @@ impl Session {
             rest = rest.get(used..).unwrap_or_default();
             if let Some(f) = frame {
                 self.core.handle(f, out)?;
+                if self.core.state == State::Closed {
+                    return Ok(());
+                }
             }
         }
         Ok(())
@@ -672,7 +679,7 @@ mod tests {
     use super::*;
 
     /// imrelp's answer to `open`, as librelp 1.11 writes it (copen.c: `200 OK` LF offers).
-    const OPEN_OK: &[u8] = b"1 rsp 93 200 OK\nrelp_version=0\nrelp_software=http://librelp.adiscon.com,1.11.0,librelp\ncommands=syslog\n";
+    const OPEN_OK: &[u8] = b"1 rsp 93 200 OK\nrelp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog\n";
 
     fn open_ok() -> Vec<u8> {
         OPEN_OK.to_vec()
@@ -878,7 +885,8 @@ mod tests {
         out.clear();
         s.close(&mut out).unwrap();
         assert_eq!(out, b"2 close 0\n");
-        s.receive(b"2 rsp 0\n", &mut out).unwrap();
+        // imrelp answers `close` with an empty rsp, then says `serverclose`.
+        s.receive(b"2 rsp 0\n0 serverclose 0\n", &mut out).unwrap();
         assert_eq!(s.state(), State::Closed);
         assert!(Session::default().close(&mut out).is_err());
     }
