@@ -1135,7 +1135,7 @@ pub const DEFAULT_RESOURCE_URL: &str = "https://outlook.office365.com";
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 pub const REPORTING_PATH: &str = "/ecp/reportingwebservice/reporting.svc/MessageTrace";
 pub const GRAPH_PATH: &str = "/v1.0/admin/exchange/tracing/messageTraces";
-pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
+pub use crate::output::DEFAULT_TAG;
 /// Below this delay records that settle late may be missed (they appear up to 24 h late).
 pub const SAFE_DELAY_SECS: i64 = 86_400;
 /// Longest input id (it is part of the state file's name).

@@ -596,7 +596,7 @@ impl Tenant {
                 p.requests,
                 p.filtered,
                 p.sent,
-                crate::output::devo::DEVO_TAG,
+                crate::output::DEFAULT_TAG,
                 p.started.elapsed().as_secs_f64()
             );
         }

@@ -46,12 +46,10 @@ impl FileSink {
         if keep < len {
             f.set_len(keep).map_err(|e| Error::io(&shown, e))?;
             f.sync_data().map_err(|e| Error::io(&shown, e))?;
-            super::log(
-                super::Level::Warning,
-                &format!(
-                    "output {name}: cut a torn last line ({} bytes) from {shown}",
-                    len - keep
-                ),
+            crate::warning!(
+                "OutputProcess::OutputSender",
+                "output {name}: cut a torn last line ({} bytes) from {shown}",
+                len.saturating_sub(keep)
             );
         }
         f.seek(SeekFrom::End(0)).map_err(|e| Error::io(&shown, e))?;

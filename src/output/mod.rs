@@ -1,10 +1,11 @@
 //! Outputs: where events go.
 //!
-//! Owns: the `Sink` trait shared with the puller, `open` (config -> boxed sink), the
-//! reconnect `backoff` curve, timeouts, and the one place where sinks log connection
-//! state. Each sink lives in its own file (stdout, file, devo, syslog); the persistent
-//! TLS/TCP connection both network sinks share lives in `tls.rs`. Must not: pull, parse,
-//! checkpoint or retry by itself — the caller decides when to reconnect and resend.
+//! Owns: the `Sink` trait (what one output does with a batch of JSON lines and what
+//! "confirm" promises), `open` (config -> boxed sink), the sinks' timeouts and the tag
+//! constant. Each sink lives in its own file (stdout, file, devo, syslog); the persistent
+//! TLS/TCP connection the network sinks share lives in `tls.rs`. Must not: pull, parse,
+//! checkpoint, sleep or retry by itself — the caller (`delivery`, with run.rs's backoff)
+//! decides when to reconnect and what to resend.
 
 pub mod devo;
 pub mod file;
@@ -19,6 +20,9 @@ use std::time::Duration;
 
 use crate::config::{OutputConfig, OutputKind};
 use crate::error::Result;
+
+/// Tag of message trace events: the Devo table, the syslog APP-NAME, unless configured.
+pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
 
 /// Counters for the sender statistics line (SPEC §7).
 #[derive(Debug, Clone, Default)]
@@ -88,74 +92,5 @@ impl Default for Timeouts {
             io: IO_TIMEOUT,
             drain: DRAIN_TIMEOUT,
         }
-    }
-}
-
-/// Ceiling of the reconnect backoff: a receiver back after an outage is found within this.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// First reconnect wait.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
-
-/// Wait before reconnect attempt `attempt` (0 = first retry): exponential from
-/// `BACKOFF_BASE`, capped at `BACKOFF_MAX`, with "equal jitter" (half fixed, half
-/// random) so that many collectors restarted together do not reconnect in lockstep.
-pub fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_BASE
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
-        .min(BACKOFF_MAX);
-    let half = exp / 2;
-    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    let r = if jitter_ms == 0 {
-        0
-    } else {
-        random_u64() % (jitter_ms + 1)
-    };
-    half + Duration::from_millis(r)
-}
-
-/// Cheap randomness for jitter only (no crypto need): clock nanos through splitmix64.
-fn random_u64() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64 ^ d.as_secs());
-    let mut z = nanos.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Level of a connection-state log line.
-#[derive(Debug, Clone, Copy)]
-pub enum Level {
-    Info,
-    Warning,
-}
-
-/// The one place sinks log (connection state changes, once each). Swap for the
-/// crate logger when it lands.
-pub fn log(level: Level, msg: &str) {
-    let l = match level {
-        Level::Info => crate::log::Level::Info,
-        Level::Warning => crate::log::Level::Warning,
-    };
-    crate::log::write(l, "OutputProcess::OutputSender", format_args!("{msg}"));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for a in 0..100 {
-            let d = backoff(a);
-            assert!(d <= BACKOFF_MAX, "{a}: {d:?}");
-            let exp = BACKOFF_BASE
-                .saturating_mul(1u32.checked_shl(a.min(20)).unwrap_or(u32::MAX))
-                .min(BACKOFF_MAX);
-            assert!(d >= exp / 2, "{a}: {d:?}");
-        }
-        assert!(backoff(0) <= BACKOFF_BASE);
-        assert!(backoff(30) >= BACKOFF_MAX / 2);
     }
 }
