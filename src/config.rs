@@ -1010,8 +1010,12 @@ pub struct OutputConfig {
 pub enum OutputKind {
     Devo(TlsOutput),
     Syslog(TlsOutput),
+    /// RELP (rsyslog imrelp): the keys of `syslog`.
+    Relp(TlsOutput),
     Stdout,
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1147,7 +1151,7 @@ const GLOBAL_KEYS: &[&str] = &["debug", "id", "name", "persistence"];
 const PERSISTENCE_KEYS: &[&str] = &["type", "config"];
 const PERSISTENCE_CONFIG_KEYS: &[&str] = &["directory_name"];
 const OUTPUT_KEYS: &[&str] = &["type", "config"];
-const OUTPUT_TYPES: &[&str] = &["devo_platform", "syslog", "stdout", "file"];
+const OUTPUT_TYPES: &[&str] = &["devo_platform", "syslog", "relp", "stdout", "file"];
 const DEVO_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key"];
 const SYSLOG_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key", "tag"];
 const FILE_KEYS: &[&str] = &["path"];
@@ -1661,7 +1665,7 @@ fn check_outputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<OutputConfig> {
         let type_pos = f.get("type").map_or(f.pos, |e| e.node.pos);
         let known: &[&str] = match kind.as_str() {
             "devo_platform" => DEVO_KEYS,
-            "syslog" => SYSLOG_KEYS,
+            "syslog" | "relp" => SYSLOG_KEYS,
             "file" => FILE_KEYS,
             "stdout" => &[],
             other => {
@@ -1693,6 +1697,7 @@ fn check_outputs(c: &mut Checker<'_>, top: &Fields<'_>) -> Vec<OutputConfig> {
             "stdout" => Some(OutputKind::Stdout),
             "file" => check_file_output(c, &cf),
             "devo_platform" => check_tls_output(c, &cf, true).map(OutputKind::Devo),
+            "relp" => check_tls_output(c, &cf, false).map(OutputKind::Relp),
             _ => check_tls_output(c, &cf, false).map(OutputKind::Syslog),
         };
         if let Some(kind) = kind {

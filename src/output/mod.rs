@@ -12,6 +12,7 @@ pub mod file;
 pub mod framed;
 pub mod pem;
 pub mod relp;
+pub mod relp_sink;
 pub mod stdout;
 pub mod syslog;
 pub mod tls;
@@ -64,6 +65,7 @@ pub fn open_with(cfg: &OutputConfig, timeouts: Timeouts) -> Result<Box<dyn Sink>
         OutputKind::File { path } => Box::new(file::FileSink::open(&cfg.name, path)?),
         OutputKind::Devo(t) => Box::new(devo::DevoSink::open(&cfg.name, t, timeouts)?),
         OutputKind::Syslog(t) => Box::new(syslog::SyslogSink::open(&cfg.name, t, timeouts)?),
+        OutputKind::Relp(t) => Box::new(relp_sink::RelpSink::open(&cfg.name, t, timeouts)?),
     })
 }
 

@@ -18,6 +18,7 @@ mod emulator_tests;
 mod fuzz_replay;
 mod outputs;
 mod receivers_ng;
+mod relp;
 mod sources;
 mod state;
 mod tenants;

@@ -252,7 +252,7 @@ impl Rsyslog {
         if self.relp {
             return format!(
                 "global(workDirectory=\"{w}\" maxMessageSize=\"128k\")\n\
-                 module(load=\"imrelp\")\n\
+                 module(load=\"imrelp\" tls.tlslib=\"openssl\")\n\
                  template(name=\"msgonly\" type=\"string\" string=\"%msg%\\n\")\n\
                  template(name=\"rawmsg\" type=\"string\" string=\"%rawmsg%\\n\")\n\
                  ruleset(name=\"in\" queue.type=\"Direct\") {{\n\
@@ -648,6 +648,12 @@ pub fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
         b.with_no_client_auth()
     };
     Arc::new(b.with_single_cert(certs, key).unwrap())
+}
+
+/// The TLS config of a receiver with `server.pem` requiring a client certificate
+/// signed by `ca.pem` (for in-process protocol fakes).
+pub fn server_config_for(pki: &Pki) -> Arc<rustls::ServerConfig> {
+    server_config(pki, &RawOptions::default())
 }
 
 impl RawReceiver {
