@@ -650,12 +650,6 @@ pub fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
     Arc::new(b.with_single_cert(certs, key).unwrap())
 }
 
-/// The TLS config of a receiver with `server.pem` requiring a client certificate
-/// signed by `ca.pem` (for in-process protocol fakes).
-pub fn server_config_for(pki: &Pki) -> Arc<rustls::ServerConfig> {
-    server_config(pki, &RawOptions::default())
-}
-
 impl RawReceiver {
     pub fn start(pki: &Pki, o: RawOptions) -> RawReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
