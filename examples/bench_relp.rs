@@ -73,6 +73,8 @@ fn receiver(
             return 0;
         };
         let _ = sock.set_read_timeout(Some(IDLE));
+        // Answers go out at once, as imrelp's do (librelp uncorks after each burst).
+        let _ = sock.set_nodelay(true);
         let Ok(mut tls) = ServerConnection::new(cfg) else {
             return 0;
         };

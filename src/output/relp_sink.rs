@@ -217,6 +217,11 @@ impl Sink for RelpSink {
                 continue;
             }
             if !self.session.has_room() {
+                // Back as soon as one read freed slots (a read takes every answer that
+                // arrived, so refills come in batches). Waiting for half the window
+                // instead stalls on receivers whose small answers sit in Nagle's
+                // algorithm while we send nothing to carry the TCP ACK: measured 3.6k
+                // vs 10.8k events/s against rsyslog imrelp (debug build).
                 self.drive(Session::has_room)?;
             }
             self.msg.clear();
