@@ -391,3 +391,40 @@ fn throughput() {
     println!("FIGURE relp -> rsyslog imrelp over loopback TLS: {rate:.0} events/s");
     assert!(rate > 0.0);
 }
+
+/// `msgtrace check` through the real binary: the relp output's step is the handshake.
+#[test]
+fn check_through_the_binary_does_the_relp_handshake() {
+    use crate::emulator::{EmuOptions, Emulator};
+    use crate::harness::{Cfg, Workdir};
+    let dir = TempDir::new("relp-check");
+    let pki = Pki::create(dir.path());
+    let port = free_port();
+    let Some(_rs) = Rsyslog::start_relp(dir.path(), port) else {
+        return;
+    };
+    let emu = Emulator::start(EmuOptions::default());
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.outputs = format!(
+        "  relp_1:\n    type: relp\n    config:\n      address: 127.0.0.1\n      port: {port}\n      \
+         type: SSL\n      chain: {}\n      cert: {}\n      key: {}\n",
+        pki.path("ca.pem").display(),
+        pki.path("client.pem").display(),
+        pki.path("client.key").display()
+    );
+    let w = Workdir::new("relp-check");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let out = w.run(
+        &["check", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "✓ output relp_1: RELP session opened with 127.0.0.1:{port} (TLS, client certificate included)"
+        )),
+        "{text}"
+    );
+}
