@@ -24,19 +24,11 @@ pub fn agent(timeout: Duration, ca_file: Option<&Path>) -> Result<ureq::Agent> {
     let roots = match ca_file {
         None => ureq::tls::RootCerts::WebPki,
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
-                    certs.push(c);
-                }
-            }
-            if certs.is_empty() {
-                return Err(Error::Tls(format!(
-                    "ca_file {}: no PEM certificate found — give a file with -----BEGIN CERTIFICATE----- blocks",
-                    path.display()
-                )));
-            }
+            // The one PEM reader (output/pem.rs), with its messages naming the fix.
+            let certs: Vec<_> = crate::output::pem::load_certs(path, "ca_file")?
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
             ureq::tls::RootCerts::Specific(Arc::new(certs))
         }
     };

@@ -3,7 +3,7 @@
 //! (`window`) and state codec (`state`).
 //!
 //! Owns: `Tenant` (one input + its service), the step that makes one page request and
-//! delivers its events, `Outputs` (every sink behind one lock), the Graph request pacer.
+//! delivers its events (through `output::delivery`), the Graph request pacer.
 //! Must not: keep a page in memory (records stream from the socket through the encoder
 //! into a bounded batch), move the cursor before every output confirmed the page, or
 //! skip a window that keeps failing (it is retried next period).
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::auth::TokenClient;
 use crate::config::{Api, Config, InputConfig};
 use crate::error::{Error, Result};
-use crate::output::{Sink, SinkStats};
+use crate::output::delivery::Delivery;
 use crate::source::{graph, reporting, PageCtx};
 use crate::state::{Cursor, StateFile};
 use crate::window::{self, Dedup, Verdict};
@@ -31,74 +31,6 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 pub const PACER_SPAN: Duration = Duration::from_secs(300);
 /// `$top` of Graph queries: the API's maximum page.
 pub const GRAPH_TOP: u32 = 5000;
-
-/// Every output behind one lock: events of all tenants share one connection each.
-pub struct Outputs {
-    sinks: Vec<Box<dyn Sink>>,
-    down: bool,
-}
-
-impl Outputs {
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
-        Outputs { sinks, down: false }
-    }
-
-    /// Connect every sink that is not connected. Logs the change of state once.
-    pub fn ensure_ready(&mut self) -> Result<()> {
-        for s in &mut self.sinks {
-            if let Err(e) = s.ensure_ready() {
-                if !self.down {
-                    warning!(
-                        "OutputProcess::OutputSender",
-                        "output {} is not available, pulling paused: {e}",
-                        s.name()
-                    );
-                    self.down = true;
-                }
-                return Err(e);
-            }
-        }
-        if self.down {
-            info!(
-                "OutputProcess::OutputSender",
-                "all outputs available again, pulling resumes"
-            );
-            self.down = false;
-        }
-        Ok(())
-    }
-
-    pub fn write(&mut self, lines: &[u8], count: u64) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        for s in &mut self.sinks {
-            s.write_events(lines, count)
-                .map_err(|e| e.context(format!("output {}", s.name())))?;
-        }
-        Ok(())
-    }
-
-    pub fn confirm(&mut self) -> Result<()> {
-        for s in &mut self.sinks {
-            s.confirm()
-                .map_err(|e| e.context(format!("output {}", s.name())))?;
-        }
-        Ok(())
-    }
-
-    /// Sum of the sinks' generations: changes whenever any sink reconnected.
-    pub fn generation(&self) -> u64 {
-        self.sinks.iter().map(|s| s.generation()).sum()
-    }
-
-    pub fn stats(&self) -> Vec<(String, SinkStats)> {
-        self.sinks
-            .iter()
-            .map(|s| (s.name().to_string(), s.stats()))
-            .collect()
-    }
-}
 
 /// Sliding-window pacer: at most `budget` requests in any `PACER_SPAN`, retried
 /// requests included, so Graph's shared 100-per-5-minutes limit is never how we learn.
@@ -330,7 +262,7 @@ impl Tenant {
     }
 
     /// One step: at most one HTTP request to the message-trace API, and delivery of its page.
-    pub fn step(&mut self, outputs: &Mutex<Outputs>) -> Result<Next> {
+    pub fn step(&mut self, outputs: &Delivery) -> Result<Next> {
         let now = time::now();
         let svc = self.input.service.clone();
         if self.pull.is_none() {
@@ -482,13 +414,13 @@ impl Tenant {
     fn consume(
         &mut self,
         resp: ureq::http::Response<ureq::Body>,
-        outputs: &Mutex<Outputs>,
+        outputs: &Delivery,
         url: &str,
         ws: i64,
         we: i64,
     ) -> Result<Next> {
         let api = self.input.service.api;
-        let gen0 = lock(outputs).generation();
+        let mut page = outputs.page();
         let pull_id = self.pull.as_ref().map_or(0, |p| p.id);
         let ctx = PageCtx {
             request_url: url,
@@ -511,7 +443,7 @@ impl Tenant {
                     pending += 1;
                     sent += 1;
                     if batch.len() >= BATCH_BYTES {
-                        if let Err(e) = lock(outputs).write(&batch, pending) {
+                        if let Err(e) = page.write(&batch, pending) {
                             output_err = Some(e);
                             return Err(Error::Interrupted);
                         }
@@ -530,15 +462,8 @@ impl Tenant {
         // Deliver what was scanned, even before a cut: the retry filters it, so nothing
         // already sent goes out twice and nothing is skipped.
         if output_err.is_none() {
-            let mut out = lock(outputs);
-            let res = out.write(&batch, pending).and_then(|()| out.confirm());
-            if let Err(e) = res {
+            if let Err(e) = page.write(&batch, pending).and_then(|()| page.confirm()) {
                 output_err = Some(e);
-            } else if out.generation() != gen0 {
-                output_err = Some(Error::Output {
-                    message: "an output reconnected during the page".into(),
-                    transient: true,
-                });
             }
         }
         drop(batch);

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::pull::{lock, Next, Outputs, Tenant};
+use crate::output::delivery::Delivery;
+use crate::pull::{lock, Next, Tenant};
 use crate::{error, info, time, warning};
 
 /// Worker threads: enough that one tenant's slow request does not hold up the others,
@@ -67,7 +68,7 @@ struct Sched {
 struct Shared {
     sched: Mutex<Sched>,
     cv: Condvar,
-    outputs: Mutex<Outputs>,
+    outputs: Delivery,
     tenants: Vec<Mutex<Tenant>>,
     active: AtomicUsize,
 }
@@ -116,7 +117,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             cfg.path.display()
         )]));
     }
-    let outputs = Outputs::new(sinks);
+    let outputs = Delivery::start(sinks)?;
     // One agent per distinct (timeout, ca_file): agents share their connection pool,
     // which bounds idle connections (and their buffers) however many tenants there are.
     let mut agents: HashMap<(u64, Option<PathBuf>), ureq::Agent> = HashMap::new();
@@ -162,7 +163,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             stopping: false,
         }),
         cv: Condvar::new(),
-        outputs: Mutex::new(outputs),
+        outputs,
         tenants,
         active: AtomicUsize::new(0),
     });
@@ -239,7 +240,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         }
         if now_i >= next_send {
             next_send = now_i + interval * 2;
-            let stats = lock(&shared.outputs).stats();
+            let stats = shared.outputs.stats();
             last_sent.resize(stats.len(), 0);
             for ((name, st), last) in stats.iter().zip(last_sent.iter_mut()) {
                 info!(
@@ -346,7 +347,7 @@ fn worker(sh: &Shared) {
             }
         };
         // Outputs first: while they are down pulling pauses, so nothing queues up.
-        let ready = lock(&sh.outputs).ensure_ready();
+        let ready = sh.outputs.ensure_ready();
         let next = match ready {
             // A permanent refusal (certificate rejected, wrong chain) will not heal by
             // reconnecting: stop with exit 3 and say so in the fatal line.

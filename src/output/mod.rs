@@ -7,6 +7,7 @@
 //! checkpoint, sleep or retry by itself — the caller (`delivery`, with run.rs's backoff)
 //! decides when to reconnect and what to resend.
 
+pub mod delivery;
 pub mod devo;
 pub mod file;
 pub mod framed;
@@ -34,7 +35,10 @@ pub struct SinkStats {
 }
 
 /// One output. Events arrive as JSON lines (`{...}\n` each, no raw newline inside);
-/// the sink frames each line in its wire format.
+/// the sink frames each line in its wire format. A sink is driven by one writer thread
+/// (`delivery`), so it may block in any call up to its own timeouts. An acknowledging
+/// protocol (RELP) fits as is: `write_events` sends (and may read acknowledgements to
+/// keep its window bounded), `confirm` waits for the acknowledgement of everything sent.
 pub trait Sink: Send {
     fn name(&self) -> &str;
     /// Connect if not connected. A transient error means: retry later, pulling pauses.
@@ -42,11 +46,14 @@ pub trait Sink: Send {
     /// Write a batch of JSON lines. May buffer. On error the connection is dropped and
     /// `generation()` will differ after the next `ensure_ready`.
     fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()>;
-    /// Flush and confirm everything written so far is durable (file: fsync) or
-    /// acknowledged by the peer's TCP (TLS outputs: send queue drained).
+    /// Ok only when the receiver has taken every event written so far: durable (file:
+    /// fsync), flushed (stdout), acknowledged by the peer's TCP (devo_platform, syslog:
+    /// send queue drained) or by the protocol (RELP: `rsp 200` for every transaction).
     fn confirm(&mut self) -> Result<()>;
     /// Increments each time a (re)connection happens: a page written under an older
-    /// generation may be lost and must be sent again.
+    /// generation may be lost and must be sent again. A sink that resends by itself
+    /// everything its receiver did not acknowledge (RELP) loses nothing at a reconnect
+    /// and may keep its generation.
     fn generation(&self) -> u64;
     fn stats(&self) -> SinkStats;
 }

@@ -70,7 +70,7 @@ pub fn frame(prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
         if line.is_empty() {
             continue;
         }
-        let len = prefix.len() + line.len();
+        let len = prefix.len().saturating_add(line.len());
         // Writing into a Vec cannot fail.
         let _ = write!(out, "{len} ");
         out.extend_from_slice(prefix);

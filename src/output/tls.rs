@@ -133,6 +133,8 @@ pub struct Link {
     out: Vec<u8>,
     /// Keep what the receiver sends for `read_available` (else it is discarded).
     keep_received: bool,
+    /// Resend the last confirmed delivery after a failure (see `REPLAY_MAX`).
+    replay: bool,
     /// Chunks pushed since the last confirm (their tail, at most `REPLAY_MAX` bytes).
     since_confirm: Replay,
     /// Chunks of the last confirmed delivery: resent after a failure.
@@ -198,10 +200,20 @@ impl Link {
             generation: 0,
             out: Vec::with_capacity(FLUSH_AT.saturating_add(FLUSH_AT / 4)),
             keep_received: false,
+            replay: true,
             since_confirm: Replay::default(),
             last_confirmed: Replay::default(),
             spare: Vec::new(),
         })
+    }
+
+    /// No transport-level resend of the last confirmed delivery after a reconnect: for
+    /// protocols that resend what the receiver did not acknowledge themselves (RELP, which
+    /// must also open its session before anything else is sent on a new connection).
+    #[must_use]
+    pub fn without_replay(mut self) -> Link {
+        self.replay = false;
+        self
     }
 
     /// Keep what the receiver sends (at most `INBOX_MAX` bytes) for `read_available`:
@@ -276,7 +288,7 @@ impl Link {
                 self.state = state;
                 self.generation = self.generation.wrapping_add(1);
                 info!(COMP, "{}: connected ({how})", self.peer.label);
-                if replay {
+                if replay && self.replay {
                     self.resend_last_confirmed()?;
                 }
                 Ok(())
@@ -345,7 +357,7 @@ impl Link {
                 .and_then(|()| write_tls_all(tls, &mut conn.sock)),
             None => conn.sock.write_all(&self.out),
         };
-        if r.is_ok() {
+        if r.is_ok() && self.replay {
             self.since_confirm.add(&self.out, &mut self.spare);
         }
         self.out.clear();
@@ -731,50 +743,61 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "closed")
 }
 
+/// One read from the socket. TCP: the bytes land in `plain` (their count is returned).
+/// TLS: the records go into rustls and are processed (0 is returned; the plaintext is
+/// taken with `read_plain`). A socket at EOF is an `UnexpectedEof` error.
+fn read_once(conn: &mut Conn, plain: &mut [u8]) -> io::Result<usize> {
+    let n = match conn.tls.as_mut() {
+        Some(tls) => tls.read_tls(&mut conn.sock)?,
+        None => conn.sock.read(plain)?,
+    };
+    if n == 0 {
+        return Err(closed());
+    }
+    match conn.tls.as_mut() {
+        Some(tls) => {
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(0)
+        }
+        None => Ok(n),
+    }
+}
+
+/// Plaintext rustls holds: `None` when there is none yet; `UnexpectedEof` when the
+/// receiver closed the session (close_notify) and nothing is left.
+fn read_plain(tls: &mut ClientConnection, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match tls.reader().read(buf) {
+        Ok(0) => Err(closed()),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read what the peer sent without blocking (the socket is non-blocking here).
 /// Ok when nothing is there; an `UnexpectedEof` error when the peer closed. Received
-/// plaintext goes to the inbox when `keep` (until it holds `INBOX_MAX` bytes: then the
-/// socket is left unread), else it is discarded.
+/// plaintext goes to the inbox when `keep` (until it holds about `INBOX_MAX` bytes:
+/// then the socket is left unread), else it is discarded.
 fn peek_peer(conn: &mut Conn, keep: bool) -> io::Result<()> {
     let mut scratch = [0u8; READ_SCRATCH];
     loop {
         if keep && conn.inbox.len() >= INBOX_MAX {
             return Ok(());
         }
-        let r = match conn.tls.as_mut() {
-            Some(tls) => tls.read_tls(&mut conn.sock),
-            None => conn.sock.read(&mut scratch),
-        };
-        match r {
-            Ok(0) => return Err(closed()),
-            Ok(n) => match conn.tls.as_mut() {
-                Some(tls) => {
-                    let state = tls
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    let peer_closed = state.peer_has_closed();
-                    let mut left = state.plaintext_bytes_to_read();
-                    while left > 0 {
-                        match tls.reader().read(&mut scratch) {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => {
-                                left = left.saturating_sub(k);
-                                if keep {
-                                    conn.inbox.extend(scratch.get(..k).unwrap_or_default());
-                                }
-                            }
+        match read_once(conn, &mut scratch) {
+            Ok(n) => {
+                if keep {
+                    conn.inbox.extend(scratch.get(..n).unwrap_or_default());
+                }
+                if let Some(tls) = conn.tls.as_mut() {
+                    while let Some(k) = read_plain(tls, &mut scratch)? {
+                        if keep {
+                            conn.inbox.extend(scratch.get(..k).unwrap_or_default());
                         }
                     }
-                    if peer_closed {
-                        return Err(closed());
-                    }
                 }
-                None => {
-                    if keep {
-                        conn.inbox.extend(scratch.get(..n).unwrap_or_default());
-                    }
-                }
-            },
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -805,11 +828,8 @@ fn read_into(
 fn read_socket(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
     loop {
         if let Some(tls) = conn.tls.as_mut() {
-            match tls.reader().read(buf) {
-                Ok(0) => return Err(closed()),
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if let Some(n) = read_plain(tls, buf)? {
+                return Ok(n);
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -817,29 +837,17 @@ fn read_socket(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result
             return Ok(0);
         }
         conn.sock.set_read_timeout(Some(left.max(READ_WAIT_MIN)))?;
-        let r = match conn.tls.as_mut() {
-            Some(tls) => tls.read_tls(&mut conn.sock),
-            None => conn.sock.read(buf),
-        };
-        match r {
-            Ok(0) => return Err(closed()),
-            Ok(n) => match conn.tls.as_mut() {
-                Some(tls) => {
-                    let state = tls
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    if state.plaintext_bytes_to_read() == 0 && state.peer_has_closed() {
-                        return Err(closed());
-                    }
-                }
-                None => return Ok(n),
-            },
+        match read_once(conn, buf) {
+            // TLS records were processed: their plaintext is taken at the loop's top.
+            Ok(0) => {}
+            Ok(n) => return Ok(n),
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
@@ -1007,6 +1015,63 @@ mod tests {
         r.clear(&mut spare);
         assert_eq!((r.chunks.len(), r.bytes), (0, 0));
         assert_eq!(spare.len(), held, "cleared buffers go back to the pool");
+    }
+
+    /// Plain TCP to a loopback listener: after the receiver hangs up, the next
+    /// connection starts with the last confirmed delivery, unless replay is off.
+    fn resent_after_reconnect(replay: bool) -> Vec<u8> {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = TlsOutput {
+            address: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: false,
+            chain: None,
+            cert: None,
+            key: None,
+            tag: String::new(),
+        };
+        let quick = Timeouts {
+            connect: Duration::from_secs(5),
+            io: Duration::from_secs(5),
+            drain: Duration::from_secs(5),
+        };
+        let mut link = Link::new("o", &cfg, quick).unwrap();
+        if !replay {
+            link = link.without_replay();
+        }
+        link.ensure_ready().unwrap();
+        let (mut first, _) = listener.accept().unwrap();
+        link.out().extend_from_slice(b"a\n");
+        link.confirm().unwrap();
+        let mut got = [0u8; 2];
+        first.read_exact(&mut got).unwrap();
+        drop(first);
+        let start = Instant::now();
+        while link.confirm().is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the hang-up was not seen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!link.connected());
+        link.ensure_ready().unwrap();
+        assert_eq!(link.generation(), 2);
+        let (mut second, _) = listener.accept().unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut resent = vec![0u8; 16];
+        let n = second.read(&mut resent).unwrap_or(0);
+        resent.truncate(n);
+        resent
+    }
+
+    #[test]
+    fn the_last_confirmed_delivery_is_resent_on_the_next_connection_unless_off() {
+        assert_eq!(resent_after_reconnect(true), b"a\n");
+        assert_eq!(resent_after_reconnect(false), b"");
     }
 
     #[test]
