@@ -8,8 +8,9 @@
 //! `write_events` (window full) and `confirm`: reconnect with a short backoff and resend
 //! every unacknowledged frame, within the drain time limit. "Confirmed" means every frame
 //! written so far has `rsp 200`. Nothing written is ever lost while the process lives
-//! (unacknowledged frames stay in the session), so `generation` does not change on a
-//! reconnect and the puller does not resend the page. Must not: frame anything but the
+//! (unacknowledged frames stay in the session; the link's byte replay is off,
+//! `without_replay`), so `generation` does not change on a reconnect and the page is not
+//! pulled again. Must not: frame anything but the
 //! syslog message (the session does), or wait longer than the configured time limits.
 
 use std::time::{Duration, Instant};
@@ -63,7 +64,9 @@ impl RelpSink {
         Ok(RelpSink {
             name: name.to_owned(),
             label: format!("output {name} ({}:{})", cfg.address, cfg.port),
-            link: Link::new(name, cfg, timeouts)?.keep_received(),
+            link: Link::new(name, cfg, timeouts)?
+                .keep_received()
+                .without_replay(),
             session: Session::new(WINDOW, MAX_DATA),
             timeouts,
             tag,
