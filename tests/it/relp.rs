@@ -428,3 +428,48 @@ fn check_through_the_binary_does_the_relp_handshake() {
         "{text}"
     );
 }
+
+/// `msgtrace run --once` through the real binary (emulator → relp → rsyslog imrelp, plus
+/// a `file` output): rsyslog holds exactly the file's events, byte-exact, on one session.
+#[test]
+fn run_once_through_the_binary_relp_and_file_agree() {
+    use crate::emulator::{EmuOptions, Emulator};
+    use crate::harness::{file_output_yaml, tls_output_yaml, Cfg, Workdir};
+    let dir = TempDir::new("relp-run");
+    let pki = Pki::create(dir.path());
+    let port = free_port();
+    let Some(rs) = Rsyslog::start_relp(dir.path(), port) else {
+        return;
+    };
+    let emu = Emulator::start(EmuOptions::default());
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.outputs = tls_output_yaml(
+        "relp_1",
+        "relp",
+        port,
+        &pki.path("ca.pem"),
+        &pki.path("client.pem"),
+        &pki.path("client.key"),
+    ) + &file_output_yaml("file_1", "events.jsonl");
+    let w = Workdir::new("relp-run");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let file_lines: Vec<String> = w.read("events.jsonl").lines().map(str::to_owned).collect();
+    assert!(!file_lines.is_empty(), "{stderr}");
+    // Confirmed pages are in rsyslog's file already: no waiting beyond a read.
+    let got = rs.wait_lines(file_lines.len(), Duration::from_secs(2));
+    assert_eq!(got, file_lines, "rsyslog (relp) vs file");
+    assert!(!stderr.contains("will reconnect"), "{stderr}");
+    let raw = std::fs::read_to_string(dir.path().join("raw.log")).unwrap();
+    assert!(
+        raw.lines()
+            .all(|l| l.starts_with("<14>1 20") && l.contains(&format!(" {TAG} - - - {{"))),
+        "RFC 5424 header with the tag"
+    );
+}
