@@ -55,6 +55,10 @@ pub struct RelpSink {
     /// Read buffer for the receiver's answers; reused.
     inbuf: Vec<u8>,
     sent_total: u64,
+    /// A permanent refusal (an event over the frame limit): every later call returns
+    /// it, so the collector stops with the message instead of resending the page's
+    /// other events forever.
+    refused: Option<String>,
 }
 
 impl RelpSink {
@@ -77,7 +81,18 @@ impl RelpSink {
             msg: Vec::new(),
             inbuf: vec![0; READ_CHUNK],
             sent_total: 0,
+            refused: None,
         })
+    }
+
+    fn refused(&self) -> Result<()> {
+        match &self.refused {
+            Some(m) => Err(Error::Output {
+                message: m.clone(),
+                transient: false,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn err(&self, message: String, transient: bool) -> Error {
@@ -202,6 +217,7 @@ impl Sink for RelpSink {
     /// Connect and open the RELP session (the handshake `check` reports). One attempt:
     /// the caller's backoff paces retries.
     fn ensure_ready(&mut self) -> Result<()> {
+        self.refused()?;
         let r = self.open_session();
         if r.is_err() {
             self.session.broken();
@@ -210,6 +226,7 @@ impl Sink for RelpSink {
     }
 
     fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()> {
+        self.refused()?;
         let now = crate::time::now();
         if now != self.prefix_secs {
             self.prefix = syslog::prefix(now, host_name(), &self.tag);
@@ -230,7 +247,13 @@ impl Sink for RelpSink {
             self.msg.clear();
             self.msg.extend_from_slice(&self.prefix);
             self.msg.extend_from_slice(line);
-            self.session.send(&self.msg, self.link.out())?;
+            if let Err(e) = self.session.send(&self.msg, self.link.out()) {
+                let e = e.context(self.label.clone());
+                if !e.is_transient() {
+                    self.refused = Some(e.to_string());
+                }
+                return Err(e);
+            }
             if self.link.push_if_full().is_err() {
                 // The frame is kept unacknowledged; the next `drive` reconnects and
                 // resends it.
@@ -243,6 +266,11 @@ impl Sink for RelpSink {
 
     /// Returns once every frame written so far has `rsp 200`.
     fn confirm(&mut self) -> Result<()> {
+        self.refused()?;
+        if self.session.all_acked() {
+            // Nothing outstanding (nothing buffered either: a buffered frame is unacked).
+            return Ok(());
+        }
         self.drive(Session::all_acked)
     }
 

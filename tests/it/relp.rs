@@ -473,3 +473,33 @@ fn run_once_through_the_binary_relp_and_file_agree() {
         "RFC 5424 header with the tag"
     );
 }
+
+/// An event larger than the RELP frame limit is an error naming the limit — permanent,
+/// so the collector stops with it rather than resending the page around it forever —
+/// never a silent drop.
+#[test]
+fn an_event_over_the_frame_limit_stops_the_output_with_the_limit_named() {
+    let dir = TempDir::new("relp-big");
+    let pki = Pki::create(dir.path());
+    let port = free_port();
+    let Some(_rs) = Rsyslog::start_relp(dir.path(), port) else {
+        return;
+    };
+    let mut sink = output::open_with(&relp_cfg(&pki, port), timeouts()).unwrap();
+    sink.ensure_ready().unwrap();
+    let mut batch = events(0, 2);
+    batch.extend_from_slice(format!("{{\"Subject\":\"{}\"}}\n", "z".repeat(130 * 1024)).as_bytes());
+    let e = sink.write_events(&batch, 3).unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert!(
+        e.to_string().contains("relp frame limit of 131072 bytes"),
+        "{e}"
+    );
+    let again = sink.ensure_ready().unwrap_err();
+    assert!(
+        !again.is_transient() && again.to_string().contains("131072"),
+        "{again}"
+    );
+    // The page is not confirmed: its cursor does not move past the event.
+    assert!(!sink.confirm().unwrap_err().is_transient());
+}
