@@ -111,6 +111,12 @@ impl RelpSink {
         if current {
             return Ok(());
         }
+        if self.link.connected() && self.session_gen == self.link.generation() {
+            // A session was begun on this very connection and broke: RELP has no second
+            // `open` on a connection, so start over on a new one.
+            let e = self.err("relp session broken; reconnecting".into(), true);
+            self.link.drop_connection(&e);
+        }
         self.session.broken();
         self.link.ensure_ready()?;
         self.session_gen = self.link.generation();
