@@ -104,7 +104,7 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
     };
     let mut seen: Vec<PathBuf> = Vec::new();
     for out in &cfg.outputs {
-        let (OutputKind::Devo(t) | OutputKind::Syslog(t)) = &out.kind else {
+        let (OutputKind::Devo(t) | OutputKind::Syslog(t) | OutputKind::Relp(t)) = &out.kind else {
             continue;
         };
         let name = &out.name;
@@ -397,6 +397,18 @@ fn output_ok_text(o: &crate::config::OutputConfig) -> String {
         OutputKind::Devo(t) | OutputKind::Syslog(t) => {
             format!("TCP connection to {}:{} accepted", t.address, t.port)
         }
+        // The sink's `ensure_ready` did the RELP handshake (open, rsp 200, offers).
+        OutputKind::Relp(t) => format!(
+            "RELP session opened with {}:{} ({}{})",
+            t.address,
+            t.port,
+            if t.tls { "TLS" } else { "TCP" },
+            if t.cert.is_some() {
+                ", client certificate included"
+            } else {
+                ""
+            }
+        ),
         OutputKind::File { path, .. } => format!("{} is writable", path.display()),
         OutputKind::Stdout => "standard output is open".to_string(),
     }
@@ -405,7 +417,7 @@ fn output_ok_text(o: &crate::config::OutputConfig) -> String {
 fn output_fix_text(o: &crate::config::OutputConfig) -> String {
     use crate::config::OutputKind;
     match &o.kind {
-        OutputKind::Devo(_) | OutputKind::Syslog(_) => {
+        OutputKind::Devo(_) | OutputKind::Syslog(_) | OutputKind::Relp(_) => {
             "check address, port, chain, cert and key (the receiver must trust our certificate)"
                 .to_string()
         }

@@ -49,7 +49,7 @@ pub fn findings(cfg: &Config) -> Result<Vec<String>> {
     }
     for o in &cfg.outputs {
         let tls = match &o.kind {
-            OutputKind::Devo(t) | OutputKind::Syslog(t) => t,
+            OutputKind::Devo(t) | OutputKind::Syslog(t) | OutputKind::Relp(t) => t,
             OutputKind::Stdout | OutputKind::File { .. } => continue,
         };
         if !tls.tls {

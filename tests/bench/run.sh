@@ -40,7 +40,7 @@ done
 
 echo "== building the emulator, the receiver and the helper benches (release)"
 cargo build --release --locked --quiet --example m365emu --example bench_receiver \
-  --example bench_scan --example bench_state
+  --example bench_scan --example bench_state --example bench_relp
 
 # ---------------------------------------------------------------- tools
 if [ ! -x /usr/bin/time ]; then
@@ -285,6 +285,11 @@ read -r median M_CPU M_SENT M_RSS < <(printf '%s\n' "${T_RUNS[@]}" | sort -n | s
 rate_wall=$(awk -v n="$T_SENT" -v c="$T_WALL" 'BEGIN { printf "%.0f", (c > 0) ? n / c : 0 }')
 row "records scanned + formatted + sent over loopback TLS, one core, per CPU second: best of 3 pulls ($T_SENT events in ${T_CPU} s user+sys; all: ${T_RATES[*]}; median $median)" "$rate_cpu /s" "≥ 100,000 /s" "$(okge "$rate_cpu" 100000)"
 row "… the same pull per wall second (emulator and receiver share the machine)" "$rate_wall /s" "–" "–"
+echo "== relp vs devo_platform output, loopback TLS (examples/bench_relp.rs)"
+relp_out=$(timeout "$RUN_LIMIT" "$EX/bench_relp" --pki "$C" --events 200000 2>/dev/null) || die "bench_relp failed"
+relp_rate=$(echo "$relp_out" | awk '$1 == "relp" { print $2 }')
+devo_rate=$(echo "$relp_out" | awk '$1 == "devo_platform" { print $2 }')
+row "output alone, 200,000 events of ~1 KB, write + confirm per 2000-event page: relp (window 128, every frame \`rsp 200\`) vs devo_platform" "$relp_rate /s vs $devo_rate /s" "–" "–"
 
 echo "== python collector, same data"
 PY=$B/py

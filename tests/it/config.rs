@@ -60,12 +60,12 @@ fn summary(cfg: &Config) -> String {
         let kind = match &o.kind {
             OutputKind::Stdout => "stdout".to_string(),
             OutputKind::File { path, .. } => format!("file path={}", path.display()),
-            OutputKind::Devo(t) | OutputKind::Syslog(t) => format!(
+            OutputKind::Devo(t) | OutputKind::Syslog(t) | OutputKind::Relp(t) => format!(
                 "{} {}:{} tls={} chain={} cert={} key={} tag={}",
-                if matches!(o.kind, OutputKind::Devo(_)) {
-                    "devo"
-                } else {
-                    "syslog"
+                match o.kind {
+                    OutputKind::Devo(_) => "devo",
+                    OutputKind::Relp(_) => "relp",
+                    _ => "syslog",
                 },
                 t.address,
                 t.port,
