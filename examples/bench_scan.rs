@@ -30,8 +30,8 @@ fn cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-use msgtrace::record::{Record, Value};
 use msgtrace::error::Result;
+use msgtrace::record::{Record, Value};
 use msgtrace::source::{graph, reporting, PageCtx};
 
 /// The scanner for the page's format: Graph JSON when it opens with `{`, else Atom.
