@@ -309,6 +309,25 @@ impl Extent {
     /// The length of the value, or `None` when it is not complete yet.
     fn find(&mut self, s: &[u8]) -> Result<Option<usize>> {
         while let Some(&c) = s.get(self.off) {
+            if self.in_str && !self.esc {
+                // Jump over the plain run of the string.
+                let run = super::json_run(s.get(self.off..).unwrap_or_default());
+                self.off = self.off.saturating_add(run);
+                let Some(&c) = s.get(self.off) else {
+                    break;
+                };
+                self.off += 1;
+                if c == b'\\' {
+                    self.esc = true;
+                } else if c == b'"' {
+                    self.in_str = false;
+                    if self.depth == 0 {
+                        return Ok(Some(self.off));
+                    }
+                }
+                // A control byte: left for the parser to reject.
+                continue;
+            }
             self.off += 1;
             if self.in_str {
                 if self.esc {
@@ -584,6 +603,8 @@ impl<'a> Parser<'a> {
         self.expect(b'"')?;
         let from = self.i;
         loop {
+            let run = super::json_run(self.b.get(self.i..).unwrap_or_default());
+            self.i = self.i.saturating_add(run);
             match self.peek() {
                 None => return Err(Error::Malformed("unterminated JSON string".into())),
                 Some(b'"') => {
@@ -600,15 +621,13 @@ impl<'a> Parser<'a> {
                 Some(_) => self.i += 1,
             }
         }
-        let mut out = String::from(self.s.get(from..self.i).unwrap_or(""));
+        // Unescaped text is never longer than its escaped form: one allocation.
+        let mut out = String::with_capacity(self.raw_len(from));
+        out.push_str(self.s.get(from..self.i).unwrap_or(""));
         loop {
             let run = self.i;
-            while let Some(c) = self.peek() {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            let plain = super::json_run(self.b.get(self.i..).unwrap_or_default());
+            self.i = self.i.saturating_add(plain);
             out.push_str(self.s.get(run..self.i).unwrap_or(""));
             match self.next() {
                 Some(b'"') => return Ok(Cow::Owned(out)),
@@ -658,6 +677,20 @@ impl<'a> Parser<'a> {
                 _ => return Err(Error::Malformed("bad escape in a JSON string".into())),
             };
             out.push(c);
+        }
+    }
+
+    /// Bytes from `from` to the closing quote of the string being read (to the end
+    /// of the element when it is unterminated): a capacity, not a check.
+    fn raw_len(&self, from: usize) -> usize {
+        let mut i = self.i;
+        loop {
+            i = i.saturating_add(super::json_run(self.b.get(i..).unwrap_or_default()));
+            match self.b.get(i) {
+                Some(b'\\') => i = i.saturating_add(2),
+                Some(0..=0x1f) => i = i.saturating_add(1),
+                _ => return i.min(self.b.len()).saturating_sub(from),
+            }
         }
     }
 
