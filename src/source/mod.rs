@@ -199,6 +199,19 @@ pub(crate) fn trim(s: &str) -> &str {
 /// (fraction kept), a space or `t` separator becomes `T`. Text that is not an ISO date is passed on as sent.
 pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
     let t = trim(&s);
+    // The common form first (`2026-11-24T10:00:00[.f]`, UTC without a zone, as the
+    // Reporting Web Service sends it): checked in one pass, no instant computed.
+    if let Some(plain) = t.strip_suffix('Z') {
+        // Graph's form: already RFC 3339 UTC.
+        if plain.len() == s.len().saturating_sub(1) && crate::time::is_plain_utc(plain) {
+            return s;
+        }
+    } else if crate::time::is_plain_utc(t) {
+        let mut out = String::with_capacity(t.len().saturating_add(1));
+        out.push_str(t);
+        out.push('Z');
+        return Cow::Owned(out);
+    }
     let Some(inst) = crate::time::parse_iso(t) else {
         return s;
     };
