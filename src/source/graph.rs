@@ -316,7 +316,7 @@ impl Extent {
                 let Some(&c) = s.get(self.off) else {
                     break;
                 };
-                self.off += 1;
+                self.off = self.off.saturating_add(1);
                 if c == b'\\' {
                     self.esc = true;
                 } else if c == b'"' {

@@ -407,7 +407,7 @@ impl FeedState {
         let yielded = ok && !record.fields.is_empty();
         if yielded {
             on_record(&record)?;
-            self.records += 1;
+            self.records = self.records.saturating_add(1);
         }
         self.spare = recycle(record.fields);
         Ok(ok.then_some(entry_end))
