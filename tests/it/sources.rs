@@ -200,14 +200,19 @@ fn reads_of_any_size_match_one_big_read() {
         (Api::Graph, "graph", "json"),
     ] {
         for path in fixtures(area, ext) {
-            pages.push((api, path.display().to_string(), std::fs::read(&path).unwrap()));
+            pages.push((
+                api,
+                path.display().to_string(),
+                std::fs::read(&path).unwrap(),
+            ));
         }
     }
     let (mut big, _) = big_atom(3 * READ_CHUNK);
     let text = String::from_utf8(big.clone()).unwrap();
-    let odd = text
-        .replace("<d:Status>", "<!-- c --><d:Status>")
-        .replace("Quarterly report", "Quarterly &amp; <![CDATA[<report>]]> &#x1F600;");
+    let odd = text.replace("<d:Status>", "<!-- c --><d:Status>").replace(
+        "Quarterly report",
+        "Quarterly &amp; <![CDATA[<report>]]> &#x1F600;",
+    );
     big = odd.into_bytes();
     pages.push((Api::Reporting, "big atom page".into(), big));
     let (graph_big, _) = big_graph(3 * READ_CHUNK);
