@@ -1091,11 +1091,20 @@ fn number_or_text(text: Cow<'_, str>) -> Value<'_> {
 /// XML text with `&amp; &lt; &gt; &quot; &apos;` and `&#N;`/`&#xH;` decoded;
 /// borrowed when there is no `&`. An unknown entity or a reference to an invalid
 /// character (a surrogate, NUL, > U+10FFFF) is `Error::Malformed`.
+///
+/// Inlined for the common case (no `&`), the decoding out of line (`decode_from`).
+#[inline(always)]
 pub fn decode_xml(s: &str) -> Result<Cow<'_, str>> {
     // `find_byte`, not `str::find`: values are short and a `memchr` call costs more.
-    let Some(first) = find_byte(s.as_bytes(), b'&') else {
-        return Ok(Cow::Borrowed(s));
-    };
+    match find_byte(s.as_bytes(), b'&') {
+        None => Ok(Cow::Borrowed(s)),
+        Some(first) => decode_from(s, first).map(Cow::Owned),
+    }
+}
+
+/// `s` decoded, its first `&` at `first`.
+#[inline(never)]
+fn decode_from(s: &str, first: usize) -> Result<String> {
     let mut out = String::with_capacity(s.len());
     out.push_str(s.get(..first).unwrap_or(""));
     let mut rest = s.get(first..).unwrap_or("");
@@ -1130,7 +1139,7 @@ pub fn decode_xml(s: &str) -> Result<Cow<'_, str>> {
         rest = after.get(semi + 1..).unwrap_or("");
     }
     out.push_str(rest);
-    Ok(Cow::Owned(out))
+    Ok(out)
 }
 
 #[cfg(test)]
