@@ -6,7 +6,11 @@
 //! quoted attribute values are respected), and each complete child is then read:
 //! `<entry>` becomes a record at once (its `properties` walked with the same
 //! splitter — a second, full tokenizer cost half the scan), `<link rel="next">`
-//! (parsed with `xmlparser`) the next page, everything else is ignored. Only the
+//! (parsed with `xmlparser`) the next page, everything else is ignored. An entry
+//! wholly in the buffer when its `properties` tag is reached takes a fast path
+//! (`FeedState::fast_entry`): the plain property list read in one specialised pass
+//! and the record yielded at its `</entry>`; anything unusual falls back to the
+//! general walk, which gives the same result and errors. Only the
 //! current child is held, so memory is bounded by `MAX_BUFFER` whatever the page
 //! size. Elements are matched by local name: prefixes and namespace URIs vary
 //! between Microsoft's examples.
