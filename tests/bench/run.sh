@@ -381,6 +381,43 @@ run_once "$D"
 row "100 tenants (inputs) in one process, \`run --once\` ($SENT events, TLS out)" "$(mib "$RSS_KB") MiB" "≤ 16 MiB" "$(okle "$RSS_KB" 16384)"
 stop_emu
 
+# ---------------------------------------------------------------- 8. 1,000 tenants, one app registration
+echo "== 1,000 tenants with inherited credentials (globals.credentials)"
+N1K=1000
+ts=$(for i in $(seq 1 $N1K); do printf 't%04d:secret-shared:client-shared\n' "$i"; done | paste -sd,)
+start_emu thousand --tenants "$ts" --page-size 2000 --records-per-hour 6
+D=$B/thousand
+write_config "$D" 0 86400 # globals and outputs; `inputs:` is its last line
+{
+  # One multi-tenant app registration: client id and secret once, under globals.
+  awk '/^outputs:/ { print "  credentials:\n    client_id: client-shared\n    client_secret: secret-shared" } { print }' "$D/config.yaml"
+  for i in $(seq 1 $N1K); do
+    t=$(printf 't%04d' "$i")
+    cat <<YAML
+  office365_exchange_message_$t:
+    id: $i
+    max_historic_date_cutoff_days_back: 1
+    credentials:
+      tenant_id: $t
+    services:
+      office365_exchange_message_service:
+        override_base_url: $EMU_URL
+        override_base_auth_url: $EMU_URL
+        ca_file: certs/emu-ca.pem
+        override_time_delay_in_seconds: 3600
+        window_in_seconds: 86400
+        request_period_in_seconds: 86400
+YAML
+  done
+} > "$D/config.new" && mv "$D/config.new" "$D/config.yaml"
+(cd "$D" && /usr/bin/time -f '%e %M' -o load.out "$BIN" check --offline -c config.yaml > check.out 2>&1) ||
+  { tail -5 "$D/check.out"; die "check --offline of 1,000 inputs failed"; }
+read -r LOAD_S LOAD_KB < "$D/load.out"
+row "1,000 tenants, inherited credentials: config loaded and checked (\`check --offline\`, $(wc -c < "$D/config.yaml") B)" "$LOAD_S s" "< 1 s" "$(awk -v a="$LOAD_S" 'BEGIN { print (a < 1) ? "yes" : "**NO**" }')"
+run_once "$D"
+row "1,000 tenants, inherited credentials, \`run --once\` ($SENT events, TLS out)" "$(mib "$RSS_KB") MiB" "≤ 64 MiB" "$(okle "$RSS_KB" 65536)"
+stop_emu
+
 # ---------------------------------------------------------------- table
 T1=$(date +%s)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
