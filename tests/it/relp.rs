@@ -130,7 +130,7 @@ fn relp_to_rsyslog_imrelp_every_event_once() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     let mut sink = output::open_with(&relp_cfg(&pki, port), timeouts()).unwrap();
     sink.ensure_ready().unwrap();
@@ -244,7 +244,7 @@ fn relp_kill9_of_rsyslogd_loses_nothing() {
             &Rsyslog::start_relp,
         );
         let Some((n, missing, dups, resends)) = relp else {
-            return;
+            crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
         };
         println!(
             "FIGURE kill -9 (settle_first={settle_first}) relp -> rsyslog imrelp: {n} events, \
@@ -277,7 +277,7 @@ fn syslog_kill9_of_rsyslogd_figure() {
             &|d, p| Rsyslog::start(d, p, true),
         );
         let Some((n, missing, dups, resends)) = syslog else {
-            return;
+            crate::skip!("rsyslogd is missing (tests/support/install-receivers.sh failed)")
         };
         println!(
             "FIGURE kill -9 (settle_first={settle_first}) syslog -> rsyslog imtcp: {n} events, \
@@ -313,7 +313,7 @@ fn relp_config_type_and_check_handshake() {
 
     // `check`'s output step is `ensure_ready`: for relp it is the open/rsp handshake.
     let Some(_rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     let mut sink = output::open_with(&cfg.outputs[0], timeouts()).unwrap();
     // rsyslogd listens a moment before imrelp's TLS is ready under load: a reset handshake
@@ -350,7 +350,7 @@ fn relp_without_our_client_certificate_is_refused() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     let mut cfg = tls(&pki, port);
     cfg.cert = Some(pki.path("wrong-client.pem"));
@@ -387,7 +387,7 @@ fn throughput() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(_rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     const PAGE: usize = 2000;
     const PAGES: usize = 25;
@@ -413,7 +413,7 @@ fn check_through_the_binary_does_the_relp_handshake() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(_rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     let emu = Emulator::start(EmuOptions::default());
     let mut cfg = Cfg::new(&emu.base_url());
@@ -451,7 +451,7 @@ fn run_once_through_the_binary_relp_and_file_agree() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     let emu = Emulator::start(EmuOptions::default());
     let mut cfg = Cfg::new(&emu.base_url());
@@ -495,7 +495,7 @@ fn an_event_over_the_frame_limit_stops_the_output_with_the_limit_named() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(_rs) = Rsyslog::start_relp(dir.path(), port) else {
-        return;
+        crate::skip!("rsyslog imrelp is missing (tests/support/install-receivers.sh failed)")
     };
     let mut sink = output::open_with(&relp_cfg(&pki, port), timeouts()).unwrap();
     sink.ensure_ready().unwrap();
