@@ -501,15 +501,19 @@ impl<'a> Parser<'a> {
         self.b.get(self.i).copied()
     }
 
+    // why: `i` steps only past a byte `peek` found, so it stays <= `b.len()`.
+    #[allow(clippy::arithmetic_side_effects)]
     fn next(&mut self) -> Option<u8> {
         let c = self.peek();
-        self.i = self.i.saturating_add(usize::from(c.is_some()));
+        self.i += usize::from(c.is_some());
         c
     }
 
+    // why: `i` steps only past a byte `peek` found, so it stays <= `b.len()`.
+    #[allow(clippy::arithmetic_side_effects)]
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i = self.i.saturating_add(1);
+            self.i += 1;
         }
     }
 
