@@ -331,4 +331,23 @@ mod tests {
         assert_eq!(ymd(t), "2026-01-05");
         assert_eq!(human_duration(3 * DAY + 4 * 3600 + 5), "3d 4h");
     }
+
+    /// The calendar helpers' `// why:` bounds: extreme inputs neither overflow (a panic
+    /// in this debug build) nor wrap.
+    #[test]
+    fn extremes_do_not_overflow() {
+        assert_eq!(
+            parse_iso("2026-11-24T04:30:00-05:30").unwrap().secs,
+            parse_iso("2026-11-24T10:00:00").unwrap().secs
+        );
+        let late = parse_iso("9999-12-31T23:59:60.999999999-99:99").unwrap();
+        assert_eq!(late.nanos, 999_999_999);
+        let utc = parse_iso("9999-12-31T23:59:60Z").unwrap().secs;
+        assert_eq!(late.secs, utc + 99 * 3600 + 99 * 60);
+        assert!(parse_iso("0000-01-01T00:00:00+99:99").unwrap().secs < 0);
+        for secs in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            let (a, b) = (rfc3339(secs), rfc3164(secs));
+            assert!(a.ends_with('Z') && b.len() == 15, "{secs}: {a} {b}");
+        }
+    }
 }
