@@ -205,7 +205,8 @@ pub fn odata_datetime(secs: i64) -> String {
     s
 }
 
-/// `YYYY-MM-DD`.
+/// `YYYY-MM-DD` (tests only: production code writes RFC 3339).
+#[cfg(test)]
 pub fn ymd(secs: i64) -> String {
     let (y, mo, d) = civil_from_days(secs.div_euclid(DAY));
     format!("{y:04}-{mo:02}-{d:02}")
