@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod ledger;
 pub mod output;
 pub mod pull;
 pub mod record;
