@@ -83,9 +83,15 @@ pub struct Entry {
     pub status: u16,
 }
 
+/// The status code of an entry that matches every Status: keys migrated from a
+/// version 1 state file's edge keys, which carried no Status. [`status_code`] never
+/// returns it.
+pub const STATUS_ANY: u16 = 0;
+
 /// 16-bit code of a Status, compared case-insensitively (Graph writes `delivered`,
 /// the Reporting Web Service `Delivered`). Two statuses of one record colliding
-/// (1 in 65,536) would hide one status change; never a record.
+/// (1 in 65,536) would hide one status change; never a record. Never
+/// [`STATUS_ANY`].
 pub fn status_code(status: &str) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
     for b in status.bytes() {
@@ -94,7 +100,7 @@ pub fn status_code(status: &str) -> u16 {
     }
     // Fold the 32-bit FNV-1a to 16 bits (xor-fold keeps every input bit).
     let folded = (h >> 16) ^ (h & 0xFFFF);
-    u16::try_from(folded).unwrap_or(u16::MAX)
+    u16::try_from(folded).unwrap_or(u16::MAX).max(1)
 }
 
 // ---------------------------------------------------------------- codec
@@ -269,6 +275,8 @@ pub struct WindowSet {
     fingerprints: HashSet<u64>,
     /// Identity keys, to tell a status change from a record never seen.
     keys: HashSet<u64>,
+    /// Some entry has [`STATUS_ANY`] (a migrated version 1 edge key).
+    any: bool,
 }
 
 fn fingerprint(key: u64, status: u16) -> u64 {
@@ -279,7 +287,9 @@ fn fingerprint(key: u64, status: u16) -> u64 {
 
 impl WindowSet {
     pub fn check(&self, key: u64, status: u16) -> Seen {
-        if self.fingerprints.contains(&fingerprint(key, status)) {
+        if self.fingerprints.contains(&fingerprint(key, status))
+            || (self.any && self.fingerprints.contains(&fingerprint(key, STATUS_ANY)))
+        {
             Seen::Delivered
         } else if self.keys.contains(&key) {
             Seen::StatusChanged
@@ -289,6 +299,7 @@ impl WindowSet {
     }
 
     pub fn insert(&mut self, key: u64, status: u16) {
+        self.any |= status == STATUS_ANY;
         self.fingerprints.insert(fingerprint(key, status));
         self.keys.insert(key);
     }
@@ -510,6 +521,17 @@ impl Ledger {
         Ok(())
     }
 
+    /// Forget every entry (`reset_persistence_auth` changed: pulling restarts and
+    /// sends everything again). A failed truncate or sync is fatal.
+    pub fn clear(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_err(&self.path, "cannot clear the delivery ledger", e))?;
+        self.len = 0;
+        Ok(())
+    }
+
     /// The entries received in `[from, to]`, for one window's dedup decisions.
     pub fn window(&mut self, from: i64, to: i64) -> Result<WindowSet> {
         let mut set = WindowSet::default();
@@ -682,6 +704,11 @@ mod tests {
         assert_eq!(w.check(7, d), Seen::Delivered);
         w.remove(7, d);
         assert_eq!(w.check(7, d), Seen::New);
+        // A migrated v1 edge key matches every Status.
+        w.insert(9, STATUS_ANY);
+        assert_eq!(w.check(9, p), Seen::Delivered);
+        assert_eq!(w.check(9, d), Seen::Delivered);
+        assert_ne!(status_code(""), STATUS_ANY);
     }
 
     fn tmpdir(name: &str) -> PathBuf {
