@@ -782,6 +782,7 @@ fn takeover_at_a_record_exact_second_delivers_it_once_and_nothing_before() {
         let (mut st, _) = msgtrace::state::StateFile::open(&path).unwrap();
         st.checkpoint(&msgtrace::state::Cursor {
             window_start: x,
+            settle_start: x,
             delay_secs: 3600,
             service: RWS.to_string(),
             ..Default::default()
