@@ -220,15 +220,16 @@ impl Tenant {
                 time::rfc3339(old.window_start)
             );
         }
+        let (mut state, saved) = StateFile::open(&path)?;
+        // After the state file: opening it creates the persistence directory.
+        for w in std::mem::take(&mut state.warnings) {
+            warning!(comp, "{w}");
+        }
         let mut ledger = Ledger::open(&crate::ledger::ledger_path(
             &cfg.globals.state_dir,
             &input.id,
         ))?;
         for w in std::mem::take(&mut ledger.warnings) {
-            warning!(comp, "{w}");
-        }
-        let (mut state, saved) = StateFile::open(&path)?;
-        for w in std::mem::take(&mut state.warnings) {
             warning!(comp, "{w}");
         }
         // A taken-over cursor keeps the new block's reset_persistence_auth when the
