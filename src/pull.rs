@@ -239,7 +239,7 @@ impl Tenant {
             Some(c) if c.reset_auth != svc.reset_persistence_auth && !keep_auth => {
                 info!(
                     comp,
-                    "reset_persistence_auth changed ({} -> {}): state and delivery ledger cleared, pulling restarts",
+                    "reset_persistence_auth changed ({} -> {}): state cleared, pulling restarts (the delivery ledger is cleared too)",
                     c.reset_auth.as_deref().unwrap_or("none"),
                     svc.reset_persistence_auth.as_deref().unwrap_or("none")
                 );
