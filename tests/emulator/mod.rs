@@ -74,6 +74,11 @@
 //! Data are generated lazily per hour bucket and are identical on every query.
 //! Options: `settle_secs` makes `Pending`/`GettingStatus` records turn `Delivered` that
 //! long after they become visible (a status changing during the settling time);
+//! `lateness: Some((percent, secs))` makes that share of records visible exactly `secs`
+//! after Received and the rest at once; `burst: Some((secs, n))` adds one message with
+//! `n` recipients at one whole second (120,000 recipients of a distribution list);
+//! `records_per_hour: 41_667` is a 1M-records/day flow (generated per hour bucket on
+//! demand, so only the hours a query touches cost anything);
 //! `graph_extra_field` adds a `"direction"` field unknown to the collector to every Graph
 //! record (fields Graph adds later must be kept). Paging is
 //! consistent: pages after the first use the visibility instant of the first page of the
@@ -216,6 +221,12 @@ pub struct EmuOptions {
     /// `Pending`/`GettingStatus` records turn `Delivered` this long after they become
     /// visible; `None` (default) keeps every status fixed.
     pub settle_secs: Option<u32>,
+    /// `(percent, secs)`: that share of records becomes visible exactly `secs` after
+    /// its Received, the others at once; `None` (default): 0–30 minutes at random.
+    pub lateness: Option<(u8, u32)>,
+    /// `(secs, recipients)`: one message at that whole second with that many recipients
+    /// (`member{n}@dl.contoso.example`), visible at once — a burst in one second.
+    pub burst: Option<(i64, u32)>,
     /// Graph records carry one field the collector does not know, `"direction"`
     /// (`"inbound"`/`"outbound"`, see `ExpectedRecord::direction`), after `toIP`.
     pub graph_extra_field: bool,
@@ -240,6 +251,8 @@ impl Default for EmuOptions {
             origin: None,
             log_served: true,
             settle_secs: None,
+            lateness: None,
+            burst: None,
             graph_extra_field: false,
             faults: Faults::default(),
         }
@@ -404,6 +417,8 @@ impl Emulator {
                     opts.subject_pad,
                 );
                 f.settle_secs = opts.settle_secs;
+                f.lateness = opts.lateness;
+                f.burst = opts.burst;
                 f
             })
             .collect();
@@ -545,7 +560,7 @@ impl Emulator {
     pub fn known_message(&self, tenant_id: &str) -> Option<KnownMessage> {
         let flow = self.flow(tenant_id)?;
         let (secs, nanos) = flow.known_at;
-        let recs: Vec<Rec> = (0..5u8)
+        let recs: Vec<Rec> = (0..5u32)
             .map(|rcpt| Rec {
                 secs,
                 nanos,

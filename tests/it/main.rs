@@ -17,6 +17,7 @@ mod e2e;
 mod emulator_tests;
 mod fuzz_replay;
 mod outputs;
+mod passes;
 mod sources;
 mod state;
 mod tenants;
