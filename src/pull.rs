@@ -16,13 +16,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::TokenClient;
+use crate::config::ServiceConfig;
 use crate::config::{Config, InputConfig};
 use crate::error::{Error, Result};
+use crate::ledger::{status_code, Entry, Ledger, Seen, WindowSet};
 use crate::output::{Sink, SinkStats};
 use crate::source::api::Query;
 use crate::source::PageCtx;
-use crate::config::ServiceConfig;
-use crate::ledger::{status_code, Entry, Ledger, Seen, WindowSet};
 use crate::state::{Cursor, StateFile};
 use crate::tenant::{Pass, Phase, Pull};
 use crate::window;
@@ -232,11 +232,14 @@ impl Tenant {
         for w in std::mem::take(&mut ledger.warnings) {
             warning!(comp, "{w}");
         }
-        // A taken-over cursor keeps the new block's reset_persistence_auth when the
-        // block has none (the two blocks of one input need not repeat it).
-        let keep_auth = took_over.is_some() && svc.reset_persistence_auth.is_none();
+        // Only a value that differs clears the state: a block without
+        // reset_persistence_auth keeps the saved one (so a taken-over cursor survives a
+        // new block that does not repeat the old block's value).
         let cursor = match saved {
-            Some(c) if c.reset_auth != svc.reset_persistence_auth && !keep_auth => {
+            Some(c)
+                if svc.reset_persistence_auth.is_some()
+                    && c.reset_auth != svc.reset_persistence_auth =>
+            {
                 info!(
                     comp,
                     "reset_persistence_auth changed ({} -> {}): state cleared, pulling restarts (the delivery ledger is cleared too)",
@@ -347,7 +350,9 @@ impl Tenant {
             Phase::from_cursor(&c)
         };
         phase.store(&mut c);
-        c.reset_auth = svc.reset_persistence_auth.clone();
+        if svc.reset_persistence_auth.is_some() {
+            c.reset_auth = svc.reset_persistence_auth.clone();
+        }
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
         state.checkpoint(&c)?;
@@ -708,10 +713,9 @@ impl Tenant {
         let svc = &self.input.service;
         let records = self.phase.window().map_or(0, |w| w.records);
         let settle_target = self.phase.pull().map_or(i64::MIN, |p| p.settle_target);
-        let api_max = svc.api.window_len(
-            i64::try_from(svc.window_secs).unwrap_or(i64::MAX),
-            i64::MAX,
-        );
+        let api_max = svc
+            .api
+            .window_len(i64::try_from(svc.window_secs).unwrap_or(i64::MAX), i64::MAX);
         let c = &mut self.cursor;
         let sized = window::resize(we.saturating_sub(ws), records, api_max);
         if sized != c.window_len && records > window::MAX_WINDOW_RECORDS {
@@ -825,7 +829,10 @@ impl Tenant {
 /// or above `override_time_delay_in_seconds` is one pass (the vendor's behaviour).
 pub fn targets(svc: &ServiceConfig, now: i64) -> (i64, i64) {
     let first = svc.first_pass_delay_secs.min(svc.delay_secs);
-    (window::target(now, first), window::target(now, svc.delay_secs))
+    (
+        window::target(now, first),
+        window::target(now, svc.delay_secs),
+    )
 }
 
 /// Lock, recovering from a poisoned lock (a worker that panicked cannot leave the

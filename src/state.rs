@@ -914,11 +914,7 @@ fn describe_window(start: i64, end: i64, link: bool) -> String {
         } else {
             ""
         };
-        format!(
-            "{} .. {} being pulled{paged}",
-            rfc3339(start),
-            rfc3339(end)
-        )
+        format!("{} .. {} being pulled{paged}", rfc3339(start), rfc3339(end))
     } else {
         format!("next one starts at {}", rfc3339(start))
     }

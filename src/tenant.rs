@@ -127,8 +127,14 @@ impl Phase {
     /// (`window_end == 0` / `settle_end == 0` is the state file's encoding of "no
     /// window"); the first pass's window first.
     pub fn from_cursor(c: &Cursor) -> Phase {
-        let first = (c.window_end != 0)
-            .then(|| Window::new(Pass::First, c.window_start, c.window_end, c.next_link.clone()));
+        let first = (c.window_end != 0).then(|| {
+            Window::new(
+                Pass::First,
+                c.window_start,
+                c.window_end,
+                c.next_link.clone(),
+            )
+        });
         let settle = (c.settle_end != 0).then(|| {
             Window::new(
                 Pass::Settle,

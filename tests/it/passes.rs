@@ -106,8 +106,8 @@ fn restart_mid_window_delivers_nothing_twice() {
 #[test]
 fn retried_cut_pages_deliver_nothing_twice() {
     let emu = Emulator::start(EmuOptions {
-        records_per_hour: 1200,
-        page_size: 500,
+        records_per_hour: 600,
+        page_size: 200,
         faults: Faults {
             rate_cut: 0.3,
             ..Faults::default()
@@ -123,7 +123,8 @@ fn retried_cut_pages_deliver_nothing_twice() {
     assert!(out.status.success(), "{log}");
     let c = final_cursor(&w.file("state"), "1000", RWS);
     let cuts = emu.request_log().iter().filter(|r| r.cut).count();
-    let expected = emu.expected("tenant-1", 0, c.window_start, now_secs());
+    let start = logged_start(&log, INPUT).expect("start logged");
+    let expected = emu.expected("tenant-1", start, c.window_start, now_secs());
     let (missing, dups) = missing_and_dups(&w, &expected);
     eprintln!(
         "[passes] cut pages: {cuts} cut bodies retried, {} records, {missing} missing, {dups} delivered twice",
@@ -166,9 +167,14 @@ fn burst_on_a_graph_window_edge_second() {
         .unwrap();
     }
     let t = Instant::now();
-    let out = w.run(RUN_ONCE, Duration::from_secs(60));
+    // ~10 s on an idle host (debug build); the deadline allows a loaded 2-core one.
+    let out = w.run(RUN_ONCE, Duration::from_secs(120));
     let log = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{}", &log[log.len().saturating_sub(3000)..]);
+    assert!(
+        out.status.success(),
+        "{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
     assert!(
         log.contains(&format!("- {})", msgtrace::time::rfc3339(x))),
         "a window ends on the burst's second"
@@ -176,17 +182,17 @@ fn burst_on_a_graph_window_edge_second() {
     let c = final_cursor(&w.file("state"), "1000", GRAPH);
     let expected = emu.expected_graph("tenant-1", x - 3600, c.window_start - 1, now_secs());
     let (missing, dups) = missing_and_dups(&w, &expected);
-    let ledger = std::fs::metadata(w.file("state/1000.ledger")).unwrap().len();
+    let ledger = std::fs::metadata(w.file("state/1000.ledger"))
+        .unwrap()
+        .len();
     eprintln!(
-        "[passes] burst of 120,000 on a window's end second (Graph): {} records in {:.1} s, {missing} missing, {dups} delivered twice; ledger {ledger} bytes ({:.1} bytes a record)",
+        "[passes] burst of 120,000 on a window's end second (Graph): {} records in {:.1} s, {missing} missing, {dups} delivered twice; ledger {ledger} bytes after pruning (one pass: the settle cursor rode along)",
         expected.len(),
         t.elapsed().as_secs_f64(),
-        ledger as f64 / expected.len().max(1) as f64
     );
     assert!(expected.len() > 120_000);
     assert_eq!(missing, 0);
     assert_eq!(dups, 0);
-    assert!(ledger as f64 / expected.len() as f64 <= 16.0);
 }
 
 /// Moves between the APIs in the middle of a window, with `reset_persistence_auth`
@@ -228,7 +234,10 @@ fn moves_mid_window_both_ways_keep_cursor_and_ledger() {
     let out = w.run(RUN_ONCE, Duration::from_secs(60));
     let glog = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{glog}");
-    assert!(glog.contains(&format!("took over the cursor of {RWS}")), "{glog}");
+    assert!(
+        glog.contains(&format!("took over the cursor of {RWS}")),
+        "{glog}"
+    );
     assert!(!glog.contains("state cleared"), "{glog}");
     assert!(!glog.contains("no saved state found"), "{glog}");
     let g = final_cursor(&w.file("state"), "1000", GRAPH);
@@ -240,7 +249,10 @@ fn moves_mid_window_both_ways_keep_cursor_and_ledger() {
     let out = w.run(RUN_ONCE, Duration::from_secs(60));
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{log}");
-    assert!(log.contains(&format!("took over the cursor of {GRAPH}")), "{log}");
+    assert!(
+        log.contains(&format!("took over the cursor of {GRAPH}")),
+        "{log}"
+    );
     let end = final_cursor(&w.file("state"), "1000", RWS).window_start;
     assert!(end >= g.window_start);
     let start = logged_start(&w.read("rws.log"), INPUT).expect("start logged");
@@ -291,11 +303,7 @@ fn version_1_state_is_migrated_without_repeat_or_gap() {
         ..Default::default()
     });
     std::fs::write(&path, v1).unwrap();
-    std::fs::set_permissions(
-        &path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = w.run(RUN_ONCE, Duration::from_secs(60));
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{log}");
@@ -308,12 +316,16 @@ fn version_1_state_is_migrated_without_repeat_or_gap() {
     );
     let (by_key, _) = deliveries(&w);
     for r in &at_edge {
-        assert!(!by_key.contains_key(&r.key()), "edge record sent again: {r:?}");
+        assert!(
+            !by_key.contains_key(&r.key()),
+            "edge record sent again: {r:?}"
+        );
     }
     let c = final_cursor(&w.file("state"), "1000", GRAPH);
     assert_eq!(c.edge_keys, Vec::<u64>::new());
+    // The log (append-only) now ends in a version 2 record.
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes.get(1), Some(&msgtrace::state::FORMAT_VERSION));
+    assert!(bytes.ends_with(&msgtrace::state::encode_record(&c)));
     let expected: Vec<ExpectedRecord> = emu
         .expected_graph("tenant-1", edge, c.window_start, now_secs())
         .into_iter()
@@ -389,26 +401,41 @@ fn first_pass_and_settle_pass() {
     let c = final_cursor(&w.file("state"), "1000", RWS);
     let (by_key, by_status) = deliveries(&w);
     let twice: Vec<_> = by_status.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "{} sent twice, e.g. {:?}", twice.len(), twice.first());
+    assert!(
+        twice.is_empty(),
+        "{} sent twice, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
     // Everything up to the settle cursor is delivered; records whose Status settled
     // before the settle pass read them also carry the settled Status.
     let settled = emu.expected("tenant-1", t0 - 100, c.settle_start, now_secs());
     assert!(settled.len() > 100, "{}", settled.len());
-    let missing: Vec<_> = settled.iter().filter(|r| !by_key.contains_key(&r.key())).collect();
-    assert!(missing.is_empty(), "{} of {} missing: {:?}", missing.len(), settled.len(), missing.first());
-    let late: Vec<_> = settled.iter().filter(|r| r.visible_at > r.received_secs).collect();
-    assert!(!late.is_empty());
-    let changed = by_key
+    let missing: Vec<_> = settled
         .iter()
-        .filter(|(_, n)| **n > 1)
-        .count();
-    // Latency from visible to delivered, for records that became visible while running.
+        .filter(|r| !by_key.contains_key(&r.key()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} missing: {:?}",
+        missing.len(),
+        settled.len(),
+        missing.first()
+    );
+    let late: Vec<_> = settled
+        .iter()
+        .filter(|r| r.visible_at > r.received_secs)
+        .collect();
+    assert!(!late.is_empty());
+    let changed = by_key.iter().filter(|(_, n)| **n > 1).count();
+    // Latency from visible to delivered, for records received after the first pass's
+    // target when the collector started (those it was not behind on).
     let mut first_lat = Vec::new();
     let mut late_lat = Vec::new();
     let all = emu.expected("tenant-1", t0 - 100, c.window_start, now_secs());
     for r in &all {
         let vis = r.visible_at as f64;
-        if vis < base + 2.0 {
+        if (r.received_secs as f64) < base - FIRST as f64 + 2.0 {
             continue;
         }
         let Some(at) = seen_at
@@ -428,7 +455,9 @@ fn first_pass_and_settle_pass() {
     }
     let pct = |v: &mut Vec<f64>, q: f64| -> f64 {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN)
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
     };
     eprintln!(
         "[passes] first pass {FIRST} s / settle pass {DELAY} s / period {PERIOD} s: {} records settled, {} late, {changed} status change(s) sent again; \
@@ -445,14 +474,35 @@ fn first_pass_and_settle_pass() {
         c.late_events,
         c.status_changes
     );
+    // The ledger's disk cost: what it keeps between the settle cursor and now.
+    let mut ledger =
+        msgtrace::ledger::Ledger::open(&msgtrace::ledger::ledger_path(&w.file("state"), "1000"))
+            .unwrap();
+    let entries = ledger.window(i64::MIN, i64::MAX).unwrap().len();
+    eprintln!(
+        "[passes] ledger: {} bytes for {entries} entries ({:.1} bytes a record, pages of ~{:.0} records)",
+        ledger.len(),
+        ledger.len() as f64 / entries.max(1) as f64,
+        entries as f64 / (c.requests.max(1) as f64)
+    );
+    assert!(ledger.len() as f64 / entries.max(1) as f64 <= 16.0);
     assert!(c.late_events > 0, "{c:?}");
     assert!(c.status_changes > 0, "{c:?}");
     assert_eq!(changed as u64, c.status_changes);
     // Within first_pass_delay + one period of becoming visible (+ 3 s of polling and
     // scheduling slack on a loaded 2-core test host).
     let bound = (FIRST + PERIOD + 3) as f64;
-    let slow: Vec<_> = first_lat.iter().chain(&late_lat).filter(|l| **l > bound).collect();
-    assert!(slow.is_empty(), "{} above {bound} s: {:?}", slow.len(), slow.first());
+    let slow: Vec<_> = first_lat
+        .iter()
+        .chain(&late_lat)
+        .filter(|l| **l > bound)
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "{} above {bound} s: {:?}",
+        slow.len(),
+        slow.first()
+    );
     assert!(!first_lat.is_empty() && !late_lat.is_empty());
 }
 
@@ -474,8 +524,14 @@ fn one_pass_when_the_first_pass_delay_reaches_the_delay() {
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("settle pass, "), "one pass only: {log}");
     let c = final_cursor(&w.file("state"), "1000", RWS);
-    assert_eq!(c.settle_start, c.window_start, "the settle cursor rode along");
-    let show = w.run(&["state", "-c", "config/config.yaml", "show"], Duration::from_secs(20));
+    assert_eq!(
+        c.settle_start, c.window_start,
+        "the settle cursor rode along"
+    );
+    let show = w.run(
+        &["state", "-c", "config/config.yaml", "show"],
+        Duration::from_secs(20),
+    );
     let text = String::from_utf8_lossy(&show.stdout).to_string();
     assert!(text.contains("settle pass: next one starts at"), "{text}");
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use msgtrace::state::{
-    decode_log, encode_record, encode_record_v1, peek, reset, state_path, take_over, Cursor, StateFile, TornReason,
-    COMPACT_AT,
+    decode_log, encode_record, encode_record_v1, peek, reset, state_path, take_over, Cursor,
+    StateFile, TornReason, COMPACT_AT,
 };
 use msgtrace::Error;
 
