@@ -368,8 +368,11 @@ pub(crate) struct Shared {
     /// the pages of one query reuse them instead of generating and sorting every hour
     /// of the window again (a 1M-records/day flow or a 120,000-recipient burst stays
     /// cheap to page through).
-    last_query: Mutex<Option<((usize, i64, i64, i64), Arc<Vec<Rec>>)>>,
+    last_query: Mutex<Option<(QueryKey, Arc<Vec<Rec>>)>>,
 }
+
+/// (tenant index, from, to, visibility instant) of a records query.
+type QueryKey = (usize, i64, i64, i64);
 
 impl Shared {
     /// Records of tenant `ti` with `from <= secs < to` visible at `snap`, newest first.
