@@ -313,7 +313,12 @@ pub fn encode_record_v1(cursor: &Cursor) -> Vec<u8> {
 }
 
 fn encode_record_version(cursor: &Cursor, version: u8) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + cursor.edge_keys.len() * 8);
+    let keys = if version == FORMAT_V1 {
+        cursor.edge_keys.len().saturating_mul(8)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(keys.saturating_add(64));
     out.extend_from_slice(&[MAGIC, version, 0, 0, 0, 0, 0, 0, 0, 0]);
     encode_payload(cursor, version, &mut out);
     let len = out.len().saturating_sub(HEADER_LEN) as u32;
