@@ -5,31 +5,53 @@ GNU := x86_64-unknown-linux-gnu
 STATIC_BIN := target/msgtrace-static
 # SPEC §9: the stripped static binary stays within 2.5 MiB.
 SIZE_BUDGET := 2621440
+IMAGE ?= msgtrace:latest
 
-.PHONY: help test static size demo bench cross receivers fmt clippy unit deps
+.PHONY: help test static musl-target image size demo bench cross receivers fmt clippy unit deps
 
 help:
-	@echo "make test      fmt + clippy + every test (installs rsyslog, the musl target)"
+	@echo "make test      fmt + clippy + every test (installs the receivers and tools they use)"
 	@echo "make demo      build, start the Microsoft 365 emulator, pull once to stdout, stop"
-	@echo "make static    stripped static binary at $(STATIC_BIN)"
+	@echo "make static    stripped static musl binary at $(STATIC_BIN) (installs the musl target)"
+	@echo "make image     the scratch image $(IMAGE) from Dockerfile.scratch (buildah, podman or docker)"
 	@echo "make size      print the static binary's size against the budget"
 	@echo "make bench     benchmarks of SPEC §9, written to tests/bench/RESULTS.md"
 	@echo "make cross     static aarch64/armv7 builds where a linker is installable"
+	@echo "               (armv7 may fall back to glibc crt-static: tests/support/cross.sh)"
 
-# What the tests need on a fresh machine: the musl target, and real receivers.
+# What the tests need on a fresh machine: real receivers and the tools of
+# tests/support/install-tools.sh (the musl target comes with `static`).
 deps:
-	@rustup target list --installed 2>/dev/null | grep -q $(MUSL) || rustup target add $(MUSL) || echo "note: musl target unavailable, static builds fall back to glibc crt-static"
 	@bash tests/support/install-receivers.sh
+	@bash tests/support/install-tools.sh
 
-static:
-	@if rustup target list --installed 2>/dev/null | grep -q $(MUSL); then \
-	  CC_x86_64_unknown_linux_musl=$$(command -v musl-gcc || command -v gcc) cargo build --release --locked --target $(MUSL) && \
-	  cp target/$(MUSL)/release/msgtrace $(STATIC_BIN); \
+# The musl std for `static`: installed here, never replaced by a glibc build (SPEC §8).
+musl-target:
+	@if [ -d "$$(rustc --print sysroot)/lib/rustlib/$(MUSL)/lib" ]; then :; \
+	elif ! command -v rustup >/dev/null; then \
+	  echo "make static: FAILED: the Rust std for $(MUSL) is missing and rustup is not installed to add it" >&2; exit 1; \
 	else \
-	  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target $(GNU) && \
-	  cp target/$(GNU)/release/msgtrace $(STATIC_BIN); \
+	  echo "make static: installing the $(MUSL) target (rustup target add)"; \
+	  rustup target add $(MUSL) || { echo "make static: FAILED: \`rustup target add $(MUSL)\` did not work (network to static.rust-lang.org?); no glibc binary is built instead" >&2; exit 1; }; \
 	fi
-	@echo "static binary: $(STATIC_BIN) $$(stat -c %s $(STATIC_BIN)) bytes"
+
+# ring's C and assembly build with musl-gcc when present, else with gcc.
+static: musl-target
+	CC_x86_64_unknown_linux_musl=$$(command -v musl-gcc || command -v gcc) cargo build --release --locked --target $(MUSL)
+	@cp target/$(MUSL)/release/msgtrace $(STATIC_BIN)
+	@v=$$($(STATIC_BIN) --version) || { echo "make static: FAILED: $(STATIC_BIN) --version does not run" >&2; exit 1; }; \
+	case "$$v" in *"($(MUSL),"*) ;; *) echo "make static: FAILED: $(STATIC_BIN) is not the $(MUSL) build: $$v" >&2; exit 1;; esac; \
+	echo "static binary: $(STATIC_BIN) $$(stat -c %s $(STATIC_BIN)) bytes, libc: musl ($(MUSL), statically linked)"
+
+# The scratch image with the first OCI builder found: buildah (daemonless; `--isolation
+# chroot` works in an unprivileged container), podman, or docker with a running daemon.
+image: static
+	@if command -v buildah >/dev/null; then b="buildah bud --isolation chroot"; \
+	elif command -v podman >/dev/null; then b="podman build"; \
+	elif docker info >/dev/null 2>&1; then b="docker build"; \
+	else echo "make image: FAILED: no OCI builder: install buildah (bash tests/support/install-tools.sh), podman, or start docker" >&2; exit 1; fi; \
+	echo "make image: $$b -f Dockerfile.scratch -t $(IMAGE) ."; \
+	$$b -f Dockerfile.scratch -t $(IMAGE) .
 
 size: static
 	@s=$$(stat -c %s $(STATIC_BIN)); \

@@ -44,6 +44,7 @@ impl TokenClient {
     /// `auth_url` is scheme+host (`https://login.microsoftonline.com`).
     pub fn new(api: Api, auth_url: &str, resource_url: &str, creds: Credentials) -> Self {
         let token_url = api.token_url(auth_url, creds.tenant_id.expose());
+        crate::log::register_secret(creds.client_secret.expose());
         TokenClient {
             api,
             token_url,
@@ -90,6 +91,7 @@ impl TokenClient {
             }
         }
         let (access, expires_in) = self.fetch(agent)?;
+        crate::log::register_token(&access);
         self.token = Some(Token {
             access: access.clone(),
             obtained_at: now,
@@ -173,14 +175,20 @@ pub fn parse_token_answer(body: &str) -> Result<(String, i64)> {
 }
 
 /// Microsoft's `error: error_description` from an OAuth error body (first line only:
-/// the description's trace/correlation ids follow on later lines).
+/// the description's trace/correlation ids follow on later lines), sanitised: the
+/// endpoint may echo the posted form with the client secret (SPEC §10).
 pub fn describe_oauth_error(body: &str) -> String {
+    crate::log::sanitize_remote(&oauth_error_text(body))
+}
+
+fn oauth_error_text(body: &str) -> String {
     let Ok(Value::Object(obj)) = json::from_str::<Value>(body) else {
         let t = body.trim();
         return if t.is_empty() {
             "(empty answer)".to_string()
         } else {
-            t.chars().take(300).collect()
+            // Not cut here: `sanitize_remote` cuts after removing secrets.
+            t.to_string()
         };
     };
     let field = |k: &str| match obj.get(k) {

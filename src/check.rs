@@ -397,7 +397,7 @@ fn output_ok_text(o: &crate::config::OutputConfig) -> String {
         OutputKind::Devo(t) | OutputKind::Syslog(t) => {
             format!("TCP connection to {}:{} accepted", t.address, t.port)
         }
-        OutputKind::File { path } => format!("{} is writable", path.display()),
+        OutputKind::File { path, .. } => format!("{} is writable", path.display()),
         OutputKind::Stdout => "standard output is open".to_string(),
     }
 }

@@ -6,7 +6,8 @@
 //! delivers its events, the choice of the next window (first pass before settle pass,
 //! towards targets fixed per pull), the use of the delivery ledger (a window's set
 //! loaded on entry, each confirmed page appended before its checkpoint, pruned behind
-//! the settle cursor), `Outputs` (every sink behind one lock), the Graph request pacer.
+//! the settle cursor), the Graph request pacer; pages
+//! are delivered through `output::delivery`.
 //! Must not: keep a page in memory (records stream from the socket through the encoder
 //! into a bounded batch), move the cursor before every output confirmed the page, or
 //! skip a window that keeps failing (it is retried next period).
@@ -20,7 +21,7 @@ use crate::config::ServiceConfig;
 use crate::config::{Config, InputConfig};
 use crate::error::{Error, Result};
 use crate::ledger::{status_code, Entry, Ledger, Seen, WindowSet};
-use crate::output::{Sink, SinkStats};
+use crate::output::delivery::Delivery;
 use crate::source::api::Query;
 use crate::source::PageCtx;
 use crate::state::{Cursor, StateFile};
@@ -36,74 +37,6 @@ pub const BATCH_BYTES: usize = 128 * 1024;
 pub const MAX_BACKOFF_SECS: u64 = 300;
 /// Graph's request budget is counted over this sliding span.
 pub const PACER_SPAN: Duration = Duration::from_secs(300);
-
-/// Every output behind one lock: events of all tenants share one connection each.
-pub struct Outputs {
-    sinks: Vec<Box<dyn Sink>>,
-    down: bool,
-}
-
-impl Outputs {
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
-        Outputs { sinks, down: false }
-    }
-
-    /// Connect every sink that is not connected. Logs the change of state once.
-    pub fn ensure_ready(&mut self) -> Result<()> {
-        for s in &mut self.sinks {
-            if let Err(e) = s.ensure_ready() {
-                if !self.down {
-                    warning!(
-                        "OutputProcess::OutputSender",
-                        "output {} is not available, pulling paused: {e}",
-                        s.name()
-                    );
-                    self.down = true;
-                }
-                return Err(e);
-            }
-        }
-        if self.down {
-            info!(
-                "OutputProcess::OutputSender",
-                "all outputs available again, pulling resumes"
-            );
-            self.down = false;
-        }
-        Ok(())
-    }
-
-    pub fn write(&mut self, lines: &[u8], count: u64) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        for s in &mut self.sinks {
-            s.write_events(lines, count)
-                .map_err(|e| e.context(format!("output {}", s.name())))?;
-        }
-        Ok(())
-    }
-
-    pub fn confirm(&mut self) -> Result<()> {
-        for s in &mut self.sinks {
-            s.confirm()
-                .map_err(|e| e.context(format!("output {}", s.name())))?;
-        }
-        Ok(())
-    }
-
-    /// Sum of the sinks' generations: changes whenever any sink reconnected.
-    pub fn generation(&self) -> u64 {
-        self.sinks.iter().map(|s| s.generation()).sum()
-    }
-
-    pub fn stats(&self) -> Vec<(String, SinkStats)> {
-        self.sinks
-            .iter()
-            .map(|s| (s.name().to_string(), s.stats()))
-            .collect()
-    }
-}
 
 /// Sliding-window pacer: at most `budget` requests in any `PACER_SPAN`, retried
 /// requests included, so Graph's shared 100-per-5-minutes limit is never how we learn.
@@ -141,6 +74,11 @@ impl Pacer {
 
     pub fn record(&mut self, now: Instant) {
         self.sent.push_back(now);
+    }
+
+    /// Requests still allowed in the current span (as of the last `wait`).
+    pub fn remaining(&self) -> usize {
+        self.budget.saturating_sub(self.sent.len())
     }
 }
 
@@ -356,6 +294,7 @@ impl Tenant {
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
         state.checkpoint(&c)?;
+        crate::metrics::input(&input.id).cursor(c.window_start);
         let tokens = TokenClient::new(
             svc.api,
             &svc.auth_url,
@@ -421,7 +360,7 @@ impl Tenant {
     }
 
     /// One step: at most one HTTP request to the message-trace API, and delivery of its page.
-    pub fn step(&mut self, outputs: &Mutex<Outputs>) -> Result<Next> {
+    pub fn step(&mut self, outputs: &Delivery) -> Result<Next> {
         let now = time::now();
         let svc = self.input.service.clone();
         let api = svc.api;
@@ -492,6 +431,7 @@ impl Tenant {
         let token = match self.tokens.token(&self.agent, now) {
             Ok((t, obtained)) => {
                 if let Some(o) = obtained {
+                    crate::metrics::input(&self.input.id).request(crate::metrics::Call::Token, 200);
                     info!(
                         self.setup_comp,
                         "Successfully received JWT token from {} which expires in {} seconds",
@@ -501,14 +441,35 @@ impl Tenant {
                 }
                 t
             }
-            Err(e) => return Ok(self.fail(e.context("token request"))),
+            Err(e) => {
+                crate::metrics::input(&self.input.id)
+                    .request(crate::metrics::Call::Token, crate::metrics::error_code(&e));
+                return Ok(self.fail(e.context("token request")));
+            }
         };
-        let url = next_link.unwrap_or_else(|| {
-            let base = api.pick(&svc.reporting_url, &svc.graph_url);
-            api.query_url(base, ws, we, Query::Pull)
-        });
+        // A saved link (state file) obeys the origin rule of SPEC §10 too.
+        let base = api.pick(&svc.reporting_url, &svc.graph_url);
+        let query = api.query_url(base, ws, we, Query::Pull);
+        let next_link = match next_link {
+            Some(l) => match crate::source::link::refusal(&query, &l) {
+                Some(why) => {
+                    warning!(
+                        self.comp,
+                        "saved state: {why}; the window is read again from its start"
+                    );
+                    if let Some(w) = self.phase.window_mut() {
+                        w.next_link = None;
+                    }
+                    None
+                }
+                None => Some(l),
+            },
+            None => None,
+        };
+        let url = next_link.unwrap_or(query);
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
+            crate::metrics::input(&self.input.id).budget_remaining(p.remaining());
         }
         if let Some(p) = self.phase.pull_mut() {
             p.requests = p.requests.saturating_add(1);
@@ -521,6 +482,12 @@ impl Tenant {
         );
         let started = Instant::now();
         let answer = http::query(&self.agent, api, &url, &token);
+        crate::metrics::input(&self.input.id).request(
+            api.into(),
+            answer
+                .as_ref()
+                .map_or_else(crate::metrics::error_code, |_| 200),
+        );
         debug!(
             self.comp,
             "status {} after {} ms",
@@ -560,14 +527,14 @@ impl Tenant {
     fn consume(
         &mut self,
         resp: http::Response,
-        outputs: &Mutex<Outputs>,
+        outputs: &Delivery,
         url: &str,
         pass: Pass,
         ws: i64,
         we: i64,
     ) -> Result<Next> {
         let api = self.input.service.api;
-        let gen0 = lock(outputs).generation();
+        let mut page = outputs.page();
         let pull_id = self.phase.pull().map_or(0, |p| p.id);
         let ctx = PageCtx {
             request_url: url,
@@ -583,7 +550,7 @@ impl Tenant {
         let (mut records, mut late, mut changed) = (0u64, 0u64, 0u64);
         // What this page delivers: appended to the ledger once confirmed, taken out of
         // the window's set again if the outputs lose it.
-        let mut page: Vec<Entry> = Vec::new();
+        let mut delivered: Vec<Entry> = Vec::new();
         let mut output_err: Option<Error> = None;
         let mut empty = WindowSet::default();
         let set = self.set.as_mut().map_or(&mut empty, |(_, s)| s);
@@ -601,7 +568,7 @@ impl Tenant {
                         late = late.saturating_add(1);
                     }
                     set.insert(key, status);
-                    page.push(Entry {
+                    delivered.push(Entry {
                         received: rec.received().unwrap_or(ws),
                         key,
                         status,
@@ -610,7 +577,7 @@ impl Tenant {
                     pending = pending.saturating_add(1);
                     sent = sent.saturating_add(1);
                     if batch.len() >= BATCH_BYTES {
-                        if let Err(e) = lock(outputs).write(&batch, pending) {
+                        if let Err(e) = page.write(&batch, pending) {
                             output_err = Some(e);
                             return Err(Error::Interrupted);
                         }
@@ -626,21 +593,16 @@ impl Tenant {
         // Deliver what was scanned, even before a cut: the retry filters it, so nothing
         // already sent goes out twice and nothing is skipped.
         if output_err.is_none() {
-            let mut out = lock(outputs);
-            let res = out.write(&batch, pending).and_then(|()| out.confirm());
+            let res = page.write(&batch, pending).and_then(|()| page.confirm());
+            crate::run::publish_outputs(outputs);
             if let Err(e) = res {
                 output_err = Some(e);
-            } else if out.generation() != gen0 {
-                output_err = Some(Error::Output {
-                    message: "an output reconnected during the page".into(),
-                    transient: true,
-                });
             }
         }
         drop(batch);
         if let Some(e) = output_err {
             if let Some((_, set)) = self.set.as_mut() {
-                for en in &page {
+                for en in &delivered {
                     set.remove(en.key, en.status);
                 }
             }
@@ -652,8 +614,8 @@ impl Tenant {
         }
         // Durable before the checkpoint that moves past the page: a crash between the
         // two re-reads the page, and the ledger filters it.
-        self.ledger.append(&page)?;
-        drop(page);
+        self.ledger.append(&delivered)?;
+        drop(delivered);
         if let Some(w) = self.phase.window_mut() {
             w.records = w.records.saturating_add(records);
         }
@@ -668,6 +630,7 @@ impl Tenant {
         c.filtered = c.filtered.saturating_add(filtered);
         c.late_events = c.late_events.saturating_add(late);
         c.status_changes = c.status_changes.saturating_add(changed);
+        crate::metrics::input(&self.input.id).delivered(sent, filtered);
         let end = match scanned {
             Ok(end) => end,
             Err(e) => {
@@ -676,6 +639,13 @@ impl Tenant {
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
         };
+        // SPEC §10: the token goes only where the page came from; no request is sent.
+        let foreign = end.next_link.as_deref();
+        if let Some(why) = foreign.and_then(|l| crate::source::link::refusal(url, l)) {
+            self.state.checkpoint(&self.cursor)?;
+            let e = Error::Malformed(why).context(format!("page {}", crate::log::scrub_url(url)));
+            return Ok(self.fail(e));
+        }
         debug!(
             self.comp,
             "{} Events retrieved from the last API call ({} sent, {} filtered) ({})",
@@ -703,6 +673,7 @@ impl Tenant {
                 );
             }
         }
+        crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
         Ok(Next::After(Duration::ZERO))
     }
 
@@ -746,6 +717,7 @@ impl Tenant {
     /// End the pull (up to date, or failed with `failed`): log its summary, keep an
     /// unfinished window for the next pull, and say when to run again.
     fn finish_pull(&mut self, failed: Option<Error>) -> Next {
+        crate::metrics::input(&self.input.id).pull_finished(failed.is_none());
         let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
         let (pull, idle) = phase.finish();
         self.phase = idle;
@@ -764,7 +736,7 @@ impl Tenant {
                 p.sent,
                 p.late,
                 p.status_changes,
-                crate::output::devo::DEVO_TAG,
+                crate::output::DEFAULT_TAG,
                 p.started.elapsed().as_secs_f64()
             );
         }

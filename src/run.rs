@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::pull::{lock, Next, Outputs, Tenant};
+use crate::output::delivery::Delivery;
+use crate::pull::{lock, Next, Tenant};
 use crate::{error, info, time, warning};
 
 /// Worker threads: enough that one tenant's slow request does not hold up the others,
@@ -72,7 +73,7 @@ struct Sched {
 struct Shared {
     sched: Mutex<Sched>,
     cv: Condvar,
-    outputs: Mutex<Outputs>,
+    outputs: Delivery,
     tenants: Vec<Mutex<Tenant>>,
     active: AtomicUsize,
 }
@@ -130,7 +131,8 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             cfg.path.display()
         )]));
     }
-    let outputs = Outputs::new(sinks);
+    let outputs = Delivery::start(sinks)?;
+    crate::metrics::start(cfg)?;
     // One agent per distinct (timeout, ca_file): agents share their connection pool,
     // which bounds idle connections (and their buffers) however many tenants there are.
     let mut agents: HashMap<(u64, Option<PathBuf>), ureq::Agent> = HashMap::new();
@@ -160,6 +162,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                     "InputProcess::MainThread",
                     "{}#{} cannot start: {e}", input.name, input.id
                 );
+                crate::metrics::input(&input.id).failed_to_start();
                 failed_at_start.push((format!("{}#{}", input.name, input.id), e));
             }
         }
@@ -176,7 +179,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             stopping: false,
         }),
         cv: Condvar::new(),
-        outputs: Mutex::new(outputs),
+        outputs,
         tenants,
         active: AtomicUsize::new(0),
     });
@@ -209,6 +212,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     let mut last_stamp = time::now();
     let mut stop_at: Option<Instant> = None;
     loop {
+        crate::metrics::heartbeat();
         let mut s = lock(&shared.sched);
         let all_done = s.done.iter().all(Option::is_some);
         if shared.active.load(Ordering::SeqCst) == 0 || (once && all_done) || s.fatal.is_some() {
@@ -253,7 +257,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         }
         if now_i >= next_send {
             next_send = later(interval.saturating_mul(2));
-            let stats = lock(&shared.outputs).stats();
+            let stats = shared.outputs.stats();
             last_sent.resize(stats.len(), 0);
             for ((name, st), last) in stats.iter().zip(last_sent.iter_mut()) {
                 info!(
@@ -364,7 +368,8 @@ fn worker(sh: &Shared) {
             }
         };
         // Outputs first: while they are down pulling pauses, so nothing queues up.
-        let ready = lock(&sh.outputs).ensure_ready();
+        let ready = sh.outputs.ensure_ready();
+        publish_outputs(&sh.outputs);
         let next = match ready {
             // A permanent refusal (certificate rejected, wrong chain) will not heal by
             // reconnecting: stop with exit 3 and say so in the fatal line.
@@ -395,5 +400,12 @@ fn worker(sh: &Shared) {
         }
         drop(s);
         sh.cv.notify_all();
+    }
+}
+
+/// Copy each output's connection state and queue size into the metrics registry.
+pub fn publish_outputs(outputs: &Delivery) {
+    for (i, (_, st)) in outputs.stats().iter().enumerate() {
+        crate::metrics::output(i).observe(st);
     }
 }

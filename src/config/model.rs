@@ -64,6 +64,8 @@ pub struct Globals {
     pub name: String,
     /// Persistence directory, resolved against the working directory.
     pub state_dir: PathBuf,
+    /// `metrics_listen`: `host:port` of the Prometheus/health listener (SPEC §7); off when absent.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +80,11 @@ pub enum OutputKind {
     Devo(TlsOutput),
     Syslog(TlsOutput),
     Stdout,
-    File { path: PathBuf },
+    /// `follow_symlinks`: write through a symlink at `path` (refused by default).
+    File {
+        path: PathBuf,
+        follow_symlinks: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -95,8 +101,8 @@ pub struct TlsOutput {
     pub tag: String,
 }
 
-/// The syslog tag (APP-NAME) when an output does not set `tag`.
-pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
+/// The syslog tag (APP-NAME) when an output does not set `tag`: defined once, by the outputs.
+pub use crate::output::DEFAULT_TAG;
 
 /// Which Microsoft API an input pulls: the seam lives in `source/api.rs`.
 pub use crate::source::Api;

@@ -8,12 +8,9 @@
 
 use super::framed::{FramedSink, Framing};
 use super::tls::Link;
-use super::Timeouts;
+use super::{Timeouts, DEFAULT_TAG};
 use crate::config::TlsOutput;
 use crate::error::Result;
-
-/// Devo table / tag of message trace events.
-pub const DEVO_TAG: &str = "cloud.office365.messagetracing";
 
 /// Devo's line format with the configured tag.
 pub struct Devo {
@@ -34,7 +31,7 @@ pub type DevoSink = FramedSink<Devo>;
 impl FramedSink<Devo> {
     pub fn open(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<Self> {
         let tag = if cfg.tag.is_empty() {
-            DEVO_TAG.to_owned()
+            DEFAULT_TAG.to_owned()
         } else {
             cfg.tag.clone()
         };
@@ -71,7 +68,7 @@ mod tests {
     #[test]
     fn devo_line_is_byte_exact() {
         let t = crate::time::parse_iso("2026-01-05T03:04:05Z").unwrap().secs;
-        let p = prefix(t, "host1", DEVO_TAG);
+        let p = prefix(t, "host1", DEFAULT_TAG);
         let mut out = Vec::new();
         frame(&p, b"{\"a\":1}\n{\"b\":\"x y\"}\n\n{\"c\":3}", &mut out);
         assert_eq!(

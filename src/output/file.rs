@@ -27,31 +27,45 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Open (create) `path` for appending, cutting a torn last line.
-    pub fn open(name: &str, path: &Path) -> Result<Self> {
+    /// Open (create) `path` for appending, cutting a torn last line. A symlink at
+    /// `path` is refused unless `follow_symlinks` (the output's `follow_symlinks: true`):
+    /// a link planted there could make msgtrace append to, or cut the last line of,
+    /// another file.
+    pub fn open(name: &str, path: &Path, follow_symlinks: bool) -> Result<Self> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(FILE_MODE);
+            if !follow_symlinks {
+                opts.custom_flags(libc::O_NOFOLLOW);
+            }
         }
         let shown = path.display().to_string();
         let existed = path.exists();
-        let mut f = opts
-            .open(path)
-            .map_err(|e| Error::io(format!("output {name}: {shown}"), e))?;
+        let mut f = opts.open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) && !follow_symlinks {
+                Error::Output {
+                    message: format!(
+                        "output {name}: {shown} is a symbolic link: refused — point `path` at \
+                         the real file, or set `follow_symlinks: true` in this output's config"
+                    ),
+                    transient: false,
+                }
+            } else {
+                Error::io(format!("output {name}: {shown}"), e)
+            }
+        })?;
         let keep = complete_len(&mut f).map_err(|e| Error::io(&shown, e))?;
         let len = f.metadata().map_err(|e| Error::io(&shown, e))?.len();
         if keep < len {
             f.set_len(keep).map_err(|e| Error::io(&shown, e))?;
             f.sync_data().map_err(|e| Error::io(&shown, e))?;
-            super::log(
-                super::Level::Warning,
-                &format!(
-                    "output {name}: cut a torn last line ({} bytes) from {shown}",
-                    len - keep
-                ),
+            crate::warning!(
+                "OutputProcess::OutputSender",
+                "output {name}: cut a torn last line ({} bytes) from {shown}",
+                len.saturating_sub(keep)
             );
         }
         f.seek(SeekFrom::End(0)).map_err(|e| Error::io(&shown, e))?;
@@ -145,7 +159,7 @@ mod tests {
     fn cuts_torn_tail_and_appends() {
         let p = tmp("torn");
         std::fs::write(&p, b"{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
-        let mut s = FileSink::open("f", &p).unwrap();
+        let mut s = FileSink::open("f", &p, false).unwrap();
         s.write_events(b"{\"d\":4}\n", 1).unwrap();
         s.confirm().unwrap();
         assert_eq!(
@@ -159,13 +173,38 @@ mod tests {
     fn no_newline_at_all_becomes_empty_and_long_tail_is_scanned() {
         let p = tmp("nonl");
         std::fs::write(&p, b"{\"partial").unwrap();
-        drop(FileSink::open("f", &p).unwrap());
+        drop(FileSink::open("f", &p, false).unwrap());
         assert_eq!(std::fs::read(&p).unwrap(), b"");
         let mut body = b"{\"x\":1}\n".to_vec();
         body.extend(std::iter::repeat_n(b'a', 3 * SCAN_CHUNK as usize + 5));
         std::fs::write(&p, &body).unwrap();
-        drop(FileSink::open("f", &p).unwrap());
+        drop(FileSink::open("f", &p, false).unwrap());
         assert_eq!(std::fs::read(&p).unwrap(), b"{\"x\":1}\n");
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn a_symlink_is_refused_unless_allowed() {
+        let victim = tmp("victim");
+        let link = tmp("link");
+        std::fs::write(&victim, b"precious\n{\"cut").unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = FileSink::open("f", &link, false)
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains("symbolic link") && err.contains("follow_symlinks: true"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n{\"cut");
+        // Allowed: written through, as before.
+        let mut s = FileSink::open("f", &link, true).unwrap();
+        s.write_events(b"{\"e\":5}\n", 1).unwrap();
+        s.confirm().unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n{\"e\":5}\n");
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_file(&victim);
     }
 }

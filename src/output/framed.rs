@@ -99,7 +99,7 @@ pub(crate) fn chunk_end(buf: &[u8], want: usize) -> usize {
         .get(want..)
         .and_then(|t| t.iter().position(|&b| b == b'\n'))
     {
-        Some(i) => want + i + 1,
+        Some(i) => want.saturating_add(i).saturating_add(1).min(buf.len()),
         None => buf.len(),
     }
 }

@@ -1,11 +1,13 @@
 //! Outputs: where events go.
 //!
-//! Owns: the `Sink` trait shared with the puller, `open` (config -> boxed sink), the
-//! reconnect `backoff` curve, timeouts, and the one place where sinks log connection
-//! state. Each sink lives in its own file (stdout, file, devo, syslog); the persistent
-//! TLS/TCP connection both network sinks share lives in `tls.rs`. Must not: pull, parse,
-//! checkpoint or retry by itself — the caller decides when to reconnect and resend.
+//! Owns: the `Sink` trait (what one output does with a batch of JSON lines and what
+//! "confirm" promises), `open` (config -> boxed sink), the sinks' timeouts and the tag
+//! constant. Each sink lives in its own file (stdout, file, devo, syslog); the persistent
+//! TLS/TCP connection the network sinks share lives in `tls.rs`. Must not: pull, parse,
+//! checkpoint, sleep or retry by itself — the caller (`delivery`, with run.rs's backoff)
+//! decides when to reconnect and what to resend.
 
+pub mod delivery;
 pub mod devo;
 pub mod file;
 pub mod framed;
@@ -19,6 +21,9 @@ use std::time::Duration;
 use crate::config::{OutputConfig, OutputKind};
 use crate::error::Result;
 
+/// Tag of message trace events: the Devo table, the syslog APP-NAME, unless configured.
+pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
+
 /// Counters for the sender statistics line (SPEC §7).
 #[derive(Debug, Clone, Default)]
 pub struct SinkStats {
@@ -28,7 +33,10 @@ pub struct SinkStats {
 }
 
 /// One output. Events arrive as JSON lines (`{...}\n` each, no raw newline inside);
-/// the sink frames each line in its wire format.
+/// the sink frames each line in its wire format. A sink is driven by one writer thread
+/// (`delivery`), so it may block in any call up to its own timeouts. An acknowledging
+/// protocol (RELP) fits as is: `write_events` sends (and may read acknowledgements to
+/// keep its window bounded), `confirm` waits for the acknowledgement of everything sent.
 pub trait Sink: Send {
     fn name(&self) -> &str;
     /// Connect if not connected. A transient error means: retry later, pulling pauses.
@@ -36,11 +44,14 @@ pub trait Sink: Send {
     /// Write a batch of JSON lines. May buffer. On error the connection is dropped and
     /// `generation()` will differ after the next `ensure_ready`.
     fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()>;
-    /// Flush and confirm everything written so far is durable (file: fsync) or
-    /// acknowledged by the peer's TCP (TLS outputs: send queue drained).
+    /// Ok only when the receiver has taken every event written so far: durable (file:
+    /// fsync), flushed (stdout), acknowledged by the peer's TCP (devo_platform, syslog:
+    /// send queue drained) or by the protocol (RELP: `rsp 200` for every transaction).
     fn confirm(&mut self) -> Result<()>;
     /// Increments each time a (re)connection happens: a page written under an older
-    /// generation may be lost and must be sent again.
+    /// generation may be lost and must be sent again. A sink that resends by itself
+    /// everything its receiver did not acknowledge (RELP) loses nothing at a reconnect
+    /// and may keep its generation.
     fn generation(&self) -> u64;
     fn stats(&self) -> SinkStats;
 }
@@ -56,7 +67,10 @@ pub fn open(cfg: &OutputConfig) -> Result<Box<dyn Sink>> {
 pub fn open_with(cfg: &OutputConfig, timeouts: Timeouts) -> Result<Box<dyn Sink>> {
     Ok(match &cfg.kind {
         OutputKind::Stdout => Box::new(stdout::StdoutSink::new(&cfg.name)),
-        OutputKind::File { path } => Box::new(file::FileSink::open(&cfg.name, path)?),
+        OutputKind::File {
+            path,
+            follow_symlinks,
+        } => Box::new(file::FileSink::open(&cfg.name, path, *follow_symlinks)?),
         OutputKind::Devo(t) => Box::new(devo::DevoSink::open(&cfg.name, t, timeouts)?),
         OutputKind::Syslog(t) => Box::new(syslog::SyslogSink::open(&cfg.name, t, timeouts)?),
     })
@@ -87,74 +101,5 @@ impl Default for Timeouts {
             io: IO_TIMEOUT,
             drain: DRAIN_TIMEOUT,
         }
-    }
-}
-
-/// Ceiling of the reconnect backoff: a receiver back after an outage is found within this.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// First reconnect wait.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
-
-/// Wait before reconnect attempt `attempt` (0 = first retry): exponential from
-/// `BACKOFF_BASE`, capped at `BACKOFF_MAX`, with "equal jitter" (half fixed, half
-/// random) so that many collectors restarted together do not reconnect in lockstep.
-pub fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_BASE
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
-        .min(BACKOFF_MAX);
-    let half = exp / 2;
-    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    let r = if jitter_ms == 0 {
-        0
-    } else {
-        random_u64() % (jitter_ms + 1)
-    };
-    half + Duration::from_millis(r)
-}
-
-/// Cheap randomness for jitter only (no crypto need): clock nanos through splitmix64.
-fn random_u64() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64 ^ d.as_secs());
-    let mut z = nanos.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Level of a connection-state log line.
-#[derive(Debug, Clone, Copy)]
-pub enum Level {
-    Info,
-    Warning,
-}
-
-/// The one place sinks log (connection state changes, once each). Swap for the
-/// crate logger when it lands.
-pub fn log(level: Level, msg: &str) {
-    let l = match level {
-        Level::Info => crate::log::Level::Info,
-        Level::Warning => crate::log::Level::Warning,
-    };
-    crate::log::write(l, "OutputProcess::OutputSender", format_args!("{msg}"));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for a in 0..100 {
-            let d = backoff(a);
-            assert!(d <= BACKOFF_MAX, "{a}: {d:?}");
-            let exp = BACKOFF_BASE
-                .saturating_mul(1u32.checked_shl(a.min(20)).unwrap_or(u32::MAX))
-                .min(BACKOFF_MAX);
-            assert!(d >= exp / 2, "{a}: {d:?}");
-        }
-        assert!(backoff(0) <= BACKOFF_BASE);
-        assert!(backoff(30) >= BACKOFF_MAX / 2);
     }
 }

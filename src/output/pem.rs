@@ -1,7 +1,9 @@
-//! PEM files of the TLS outputs: certificate chains and private keys.
+//! PEM files: the TLS outputs' certificate chains and private keys, and the API
+//! client's `ca_file` — the one PEM reader of msgtrace.
 //!
-//! Owns: reading `chain`/`cert`/`key` files into rustls types with a message naming the
-//! file and the fix. Accepts RSA and ECDSA keys in PKCS#1, PKCS#8 and SEC1 form.
+//! Owns: reading `chain`/`cert`/`key`/`ca_file` files into rustls types with a message
+//! naming the file and the fix. Accepts RSA and ECDSA keys in PKCS#1, PKCS#8 and SEC1
+//! form.
 //! Must not: log key material.
 
 use std::path::Path;

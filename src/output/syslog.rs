@@ -9,14 +9,12 @@ use std::io::Write;
 
 use super::framed::{FramedSink, Framing};
 use super::tls::Link;
-use super::Timeouts;
+use super::{Timeouts, DEFAULT_TAG};
 use crate::config::TlsOutput;
 use crate::error::{Error, Result};
 
 /// RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters.
 const APP_NAME_MAX: usize = 48;
-/// Tag used when none is configured.
-pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
 
 /// RFC 5424 with octet counting and the configured APP-NAME.
 pub struct Syslog {
@@ -71,7 +69,7 @@ pub fn frame(prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
         if line.is_empty() {
             continue;
         }
-        let len = prefix.len() + line.len();
+        let len = prefix.len().saturating_add(line.len());
         // Writing into a Vec cannot fail.
         let _ = write!(out, "{len} ");
         out.extend_from_slice(prefix);

@@ -1,14 +1,19 @@
-//! The one persistent connection of the network outputs (devo_platform, syslog):
-//! TLS (rustls, ring, TLS 1.2 + 1.3) or plain TCP.
+//! The one persistent connection of the network outputs (devo_platform, syslog, and
+//! acknowledging protocols such as RELP): TLS (rustls, ring, TLS 1.2 + 1.3) or plain TCP.
 //!
 //! Owns: building the rustls client config from `chain`/`cert`/`key` (with the checks
 //! users need: files readable, PEM, key matching the certificate), connecting and
 //! handshaking with bounded waits, turning rustls/io failures into messages that name
 //! the fix, one reusable plaintext output buffer written in large chunks (large TLS
-//! records), delivery confirmation (send queue drained, peer still there), the
-//! connection generation, and logging state changes once. Must not: frame events (the
-//! sinks do), retry or sleep between reconnects (the caller's backoff does).
+//! records), transport-level delivery confirmation (send queue drained, peer still
+//! there), reading what the receiver sends (`read_available`, for protocols that
+//! acknowledge), the connection generation, and logging state changes once. The link is
+//! a state machine (`State`: Idle → Up ⇄ Down{replay}) whose transitions consume the old
+//! state, so "connected", "what was logged" and "a resend is due" cannot disagree.
+//! Must not: frame events (the sinks do), retry or sleep between reconnects (the
+//! caller's backoff does).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -18,9 +23,10 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
-use super::{log, pem, Level, Timeouts};
+use super::{pem, Timeouts};
 use crate::config::TlsOutput;
 use crate::error::{Error, Result};
+use crate::{info, warning};
 
 /// Plaintext buffered before it is written: 64 KiB become four full 16 KiB TLS records
 /// in one socket write, so the per-record and per-syscall cost is paid rarely.
@@ -31,6 +37,9 @@ pub const FLUSH_AT: usize = 64 * 1024;
 /// so the tail of the last confirmed delivery is sent again on the next connection.
 /// Bounds both the memory (two buffers of this) and the duplicates per outage.
 pub const REPLAY_MAX: usize = 512 * 1024;
+/// Most received plaintext kept for `read_available` when the sink asked to keep it
+/// (`keep_received`); beyond this the socket is not read until the sink drains it.
+pub const INBOX_MAX: usize = 64 * 1024;
 /// Longest a host name may be (RFC 1035 / RFC 5424 HOSTNAME).
 const HOSTNAME_MAX: usize = 255;
 /// After a TLS 1.3 handshake the server checks our certificate only once it has our
@@ -43,8 +52,12 @@ const DRAIN_POLL_FIRST: Duration = Duration::from_millis(1);
 const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
 /// Longest wait to send close_notify when a link is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// Scratch for the rare bytes a receiver sends us (TLS tickets, alerts).
+/// Scratch for the bytes a receiver sends us (TLS tickets, alerts, acknowledgements).
 const READ_SCRATCH: usize = 4096;
+/// Shortest socket read timeout `read_available` sets (zero would mean "forever").
+const READ_WAIT_MIN: Duration = Duration::from_millis(1);
+/// Component of the connection-state log lines.
+const COMP: &str = "OutputProcess::OutputSender";
 
 /// The TLS side of a link, built once at open.
 struct TlsSetup {
@@ -55,31 +68,77 @@ struct TlsSetup {
     cert: Option<PathBuf>,
 }
 
-struct Conn {
-    sock: TcpStream,
-    tls: Option<Box<ClientConnection>>,
-}
-
-/// One persistent connection to a receiver, reopened on demand.
-pub struct Link {
+/// Where a link connects and how: fixed for the link's life.
+struct Peer {
     /// `output devo_1 (host:port)`, the prefix of every message.
     label: String,
     address: String,
     port: u16,
     tls: Option<TlsSetup>,
     timeouts: Timeouts,
-    conn: Option<Conn>,
+}
+
+/// One established connection.
+struct Conn {
+    sock: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    /// Plaintext the receiver sent, not yet taken by `read_available` (kept only when
+    /// the sink asked for it; at most `INBOX_MAX` bytes).
+    inbox: VecDeque<u8>,
+}
+
+/// The connection state. Each state change is logged once, on the transition.
+enum State {
+    /// Never connected, nothing logged yet.
+    Idle,
+    /// Connected; the connection was logged.
+    Up(Box<Conn>),
+    /// Down after a failure (logged). `replay`: the last confirmed delivery is resent
+    /// on the next connection, since the old receiver may have dropped it unprocessed.
+    Down { replay: bool },
+}
+
+impl State {
+    /// A connection was made: Up, and whether a resend of the last delivery is due.
+    fn connected(self, conn: Conn) -> (State, bool) {
+        let replay = match self {
+            State::Down { replay } => replay,
+            State::Idle | State::Up(_) => false,
+        };
+        (State::Up(Box::new(conn)), replay)
+    }
+
+    /// The connection failed or could not be made: Down, and whether this change
+    /// is news (to be logged). `resend`: what was confirmed may have been lost.
+    fn failed(self, resend: bool) -> (State, bool) {
+        match self {
+            State::Down { replay } => (
+                State::Down {
+                    replay: replay || resend,
+                },
+                false,
+            ),
+            State::Idle | State::Up(_) => (State::Down { replay: resend }, true),
+        }
+    }
+}
+
+/// One persistent connection to a receiver, reopened on demand.
+pub struct Link {
+    peer: Peer,
+    state: State,
+    /// Bumped at every successful connect.
     generation: u64,
     /// Framed plaintext not yet written to the connection; reused, never shrunk.
     out: Vec<u8>,
-    /// Last connection state logged, so that each change is logged once.
-    logged: Option<bool>,
+    /// Keep what the receiver sends for `read_available` (else it is discarded).
+    keep_received: bool,
+    /// Resend the last confirmed delivery after a failure (see `REPLAY_MAX`).
+    replay: bool,
     /// Chunks pushed since the last confirm (their tail, at most `REPLAY_MAX` bytes).
     since_confirm: Replay,
     /// Chunks of the last confirmed delivery: resent after a failure.
     last_confirmed: Replay,
-    /// A connection failed since the last successful connect: resend `last_confirmed`.
-    replay_due: bool,
     /// Recycled chunk buffers of the two replays.
     spare: Vec<Vec<u8>>,
 }
@@ -89,7 +148,7 @@ pub struct Link {
 /// memcpy per push and no allocation on the per-record path.
 #[derive(Default)]
 struct Replay {
-    chunks: std::collections::VecDeque<Vec<u8>>,
+    chunks: VecDeque<Vec<u8>>,
     bytes: usize,
 }
 
@@ -98,10 +157,10 @@ impl Replay {
         if chunk.len() > REPLAY_MAX {
             return;
         }
-        while self.bytes + chunk.len() > REPLAY_MAX {
+        while self.bytes.saturating_add(chunk.len()) > REPLAY_MAX {
             match self.chunks.pop_front() {
                 Some(c) => {
-                    self.bytes -= c.len();
+                    self.bytes = self.bytes.saturating_sub(c.len());
                     spare.push(c);
                 }
                 None => break,
@@ -110,7 +169,7 @@ impl Replay {
         let mut buf = spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(chunk);
-        self.bytes += chunk.len();
+        self.bytes = self.bytes.saturating_add(chunk.len());
         self.chunks.push_back(buf);
     }
 
@@ -130,24 +189,40 @@ impl Link {
             None
         };
         Ok(Link {
-            label,
-            address: cfg.address.clone(),
-            port: cfg.port,
-            tls,
-            timeouts,
-            conn: None,
+            peer: Peer {
+                label,
+                address: cfg.address.clone(),
+                port: cfg.port,
+                tls,
+                timeouts,
+            },
+            state: State::Idle,
             generation: 0,
-            out: Vec::with_capacity(FLUSH_AT + FLUSH_AT / 4),
-            logged: None,
+            out: Vec::with_capacity(FLUSH_AT.saturating_add(FLUSH_AT / 4)),
+            keep_received: false,
+            replay: true,
             since_confirm: Replay::default(),
             last_confirmed: Replay::default(),
-            replay_due: false,
             spare: Vec::new(),
         })
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
+    /// No transport-level resend of the last confirmed delivery after a reconnect: for
+    /// protocols that resend what the receiver did not acknowledge themselves (RELP, which
+    /// must also open its session before anything else is sent on a new connection).
+    #[must_use]
+    pub fn without_replay(mut self) -> Link {
+        self.replay = false;
+        self
+    }
+
+    /// Keep what the receiver sends (at most `INBOX_MAX` bytes) for `read_available`:
+    /// for protocols whose receiver answers (RELP). Without it, received application
+    /// data is discarded.
+    #[must_use]
+    pub fn keep_received(mut self) -> Link {
+        self.keep_received = true;
+        self
     }
 
     pub fn generation(&self) -> u64 {
@@ -155,17 +230,18 @@ impl Link {
     }
 
     pub fn connected(&self) -> bool {
-        self.conn.is_some()
+        matches!(self.state, State::Up(_))
     }
 
     /// Bytes buffered here plus bytes the peer has not acknowledged yet.
     pub fn queued_bytes(&self) -> u64 {
-        let unacked = self
-            .conn
-            .as_ref()
-            .and_then(|c| unacked_bytes(&c.sock).ok())
-            .unwrap_or(0);
-        (self.out.len() as u64).saturating_add(unacked)
+        let unacked = match &self.state {
+            State::Up(c) => unacked_bytes(&c.sock).unwrap_or(0),
+            State::Idle | State::Down { .. } => 0,
+        };
+        u64::try_from(self.out.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(unacked)
     }
 
     /// The output buffer the sink frames events into. Call `push_if_full` after.
@@ -175,14 +251,18 @@ impl Link {
 
     /// Writing needs a connection: the caller runs `ensure_ready` (with its backoff).
     pub fn require_connected(&mut self) -> Result<()> {
-        if self.conn.is_some() {
+        if self.connected() {
             return Ok(());
         }
         self.out.clear();
-        Err(Error::Output {
-            message: format!("{}: not connected", self.label),
+        Err(self.not_connected())
+    }
+
+    fn not_connected(&self) -> Error {
+        Error::Output {
+            message: format!("{}: not connected", self.peer.label),
             transient: true,
-        })
+        }
     }
 
     /// Write the buffer once it holds `FLUSH_AT` bytes.
@@ -194,30 +274,44 @@ impl Link {
         }
     }
 
-    /// Connect (and handshake) unless connected. Bumps the generation on success.
+    /// Connect (and handshake) unless connected. Bumps the generation on success, and
+    /// after a failure resends the last confirmed delivery on the new connection.
     pub fn ensure_ready(&mut self) -> Result<()> {
-        if self.conn.is_some() {
+        if self.connected() {
             return Ok(());
         }
         self.out.clear();
-        match self.connect() {
+        match self.peer.connect() {
             Ok((conn, how)) => {
-                self.conn = Some(conn);
+                let (state, replay) =
+                    std::mem::replace(&mut self.state, State::Idle).connected(conn);
+                self.state = state;
                 self.generation = self.generation.wrapping_add(1);
-                if self.logged != Some(true) {
-                    log(Level::Info, &format!("{}: connected ({how})", self.label));
-                    self.logged = Some(true);
-                }
-                if self.replay_due {
-                    self.replay_due = false;
+                info!(COMP, "{}: connected ({how})", self.peer.label);
+                if replay && self.replay {
                     self.resend_last_confirmed()?;
                 }
                 Ok(())
             }
             Err(e) => {
-                self.note_down(&e);
+                self.go_down(false, &e);
                 Err(e)
             }
+        }
+    }
+
+    /// Move to Down (dropping any connection) and log the change once.
+    fn go_down(&mut self, resend: bool, e: &Error) {
+        let (state, news) = std::mem::replace(&mut self.state, State::Idle).failed(resend);
+        self.state = state;
+        self.out.clear();
+        if news {
+            let then = if e.is_transient() {
+                "; will reconnect"
+            } else {
+                ""
+            };
+            warning!(COMP, "{e}{then}");
         }
     }
 
@@ -228,12 +322,11 @@ impl Link {
         if self.last_confirmed.bytes == 0 {
             return Ok(());
         }
-        log(
-            Level::Info,
-            &format!(
-                "{}: resending the last {} byte(s) delivered before the connection failed",
-                self.label, self.last_confirmed.bytes
-            ),
+        info!(
+            COMP,
+            "{}: resending the last {} byte(s) delivered before the connection failed",
+            self.peer.label,
+            self.last_confirmed.bytes
         );
         let replay = std::mem::take(&mut self.last_confirmed);
         let mut result = Ok(());
@@ -254,7 +347,7 @@ impl Link {
         if self.out.is_empty() {
             return Ok(());
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let State::Up(conn) = &mut self.state else {
             return self.require_connected();
         };
         let r = match conn.tls.as_mut() {
@@ -264,7 +357,7 @@ impl Link {
                 .and_then(|()| write_tls_all(tls, &mut conn.sock)),
             None => conn.sock.write_all(&self.out),
         };
-        if r.is_ok() {
+        if r.is_ok() && self.replay {
             self.since_confirm.add(&self.out, &mut self.spare);
         }
         self.out.clear();
@@ -273,12 +366,14 @@ impl Link {
 
     /// Push, then wait until the peer's TCP acknowledged every byte (send queue empty)
     /// and check that the peer is still there (a peer that closed may have lost them).
+    /// This is transport-level confirmation; a protocol with its own acknowledgements
+    /// pushes, then waits for them through `read_available`, then calls `confirmed`.
     pub fn confirm(&mut self) -> Result<()> {
         self.push()?;
         let start = Instant::now();
         let mut pause = DRAIN_POLL_FIRST;
         loop {
-            let Some(conn) = self.conn.as_mut() else {
+            let State::Up(conn) = &mut self.state else {
                 return self.require_connected();
             };
             let pending = match unacked_bytes(&conn.sock) {
@@ -292,60 +387,65 @@ impl Link {
                 return Err(self.fail_io(&e, "the receiver closed the connection"));
             }
             if pending == 0 {
-                // What was just confirmed becomes the replay; the older one is recycled.
-                std::mem::swap(&mut self.last_confirmed, &mut self.since_confirm);
-                self.since_confirm.clear(&mut self.spare);
+                self.confirmed();
                 return Ok(());
             }
-            if start.elapsed() >= self.timeouts.drain {
+            if start.elapsed() >= self.peer.timeouts.drain {
                 let m = format!(
                     "the receiver did not acknowledge {pending} byte(s) within {:.1}s \
                      (it stopped reading or the network is down)",
-                    self.timeouts.drain.as_secs_f64()
+                    self.peer.timeouts.drain.as_secs_f64()
                 );
                 return Err(self.fail(m));
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(DRAIN_POLL_MAX);
+            pause = pause.saturating_mul(2).min(DRAIN_POLL_MAX);
         }
+    }
+
+    /// Everything pushed so far is known to be taken by the receiver: it becomes the
+    /// replay of the next failure (the older replay is recycled).
+    pub fn confirmed(&mut self) {
+        std::mem::swap(&mut self.last_confirmed, &mut self.since_confirm);
+        self.since_confirm.clear(&mut self.spare);
+    }
+
+    /// Plaintext the receiver sent (TLS or TCP), for protocols that acknowledge: waits
+    /// until at least one byte is there or `deadline` passes. Returns the bytes copied
+    /// into `buf`, 0 when nothing came in time. A receiver that closed, reset or sent a
+    /// TLS alert drops the connection (transient error, as for a failed write).
+    pub fn read_available(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let r = match &mut self.state {
+            State::Up(conn) => read_into(conn, buf, deadline, self.peer.timeouts.io),
+            State::Idle | State::Down { .. } => return Err(self.not_connected()),
+        };
+        r.map_err(|e| self.fail_io(&e, "reading the receiver's answer failed"))
     }
 
     /// Drop the connection (after an error), log the change once, build the error.
     fn fail(&mut self, what: String) -> Error {
-        self.conn = None;
-        self.out.clear();
         // What was sent since the last confirm is pulled again by the puller; the last
         // confirmed delivery is resent by the next connect.
         self.since_confirm.clear(&mut self.spare);
-        self.replay_due = true;
         let e = Error::Output {
-            message: format!("{}: {what}", self.label),
+            message: format!("{}: {what}", self.peer.label),
             transient: true,
         };
-        self.note_down(&e);
+        self.go_down(true, &e);
         e
-    }
-
-    fn note_down(&mut self, e: &Error) {
-        if self.logged != Some(false) {
-            let then = if e.is_transient() {
-                "; will reconnect"
-            } else {
-                ""
-            };
-            log(Level::Warning, &format!("{e}{then}"));
-            self.logged = Some(false);
-        }
     }
 
     /// Non-blocking look at what the peer sent: EOF, a reset or a TLS alert means it is
     /// gone (or going), and what we sent may not be processed.
     fn check_peer(&mut self) -> io::Result<()> {
-        let Some(conn) = self.conn.as_mut() else {
+        let State::Up(conn) = &mut self.state else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
         };
         conn.sock.set_nonblocking(true)?;
-        let r = peek_peer(conn);
+        let r = peek_peer(conn, self.keep_received);
         let _ = conn.sock.set_nonblocking(false);
         r
     }
@@ -357,17 +457,17 @@ impl Link {
         let is_tls = e
             .get_ref()
             .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some());
-        let late = self.handshake_error(e);
+        let late = self.peer.handshake_error(e);
         if is_tls && !late.is_transient() {
-            self.conn = None;
-            self.out.clear();
-            self.note_down(&late);
+            self.go_down(false, &late);
             return late;
         }
-        let m = self.io_message(e, what);
+        let m = self.peer.io_message(e, what);
         self.fail(m)
     }
+}
 
+impl Peer {
     fn connect(&self) -> Result<(Conn, String)> {
         let transient = |m: String| Error::Output {
             message: format!("{}: {m}", self.label),
@@ -399,7 +499,14 @@ impl Link {
         };
         setup(&sock).map_err(|e| transient(format!("socket setup: {e}")))?;
         let Some(t) = &self.tls else {
-            return Ok((Conn { sock, tls: None }, "TCP".into()));
+            return Ok((
+                Conn {
+                    sock,
+                    tls: None,
+                    inbox: VecDeque::new(),
+                },
+                "TCP".into(),
+            ));
         };
         let mut tls = ClientConnection::new(t.config.clone(), t.server_name.clone())
             .map_err(|e| transient(format!("tls setup: {e}")))?;
@@ -413,10 +520,13 @@ impl Link {
         let version = tls.protocol_version();
         if version == Some(rustls::ProtocolVersion::TLSv1_3) {
             // The server's verdict on our certificate arrives after our Finished.
-            let probe = (started.elapsed() * 2).clamp(PROBE_MIN, PROBE_MAX);
+            let probe = started
+                .elapsed()
+                .saturating_mul(2)
+                .clamp(PROBE_MIN, PROBE_MAX);
             let _ = sock.set_read_timeout(Some(probe));
-            let deadline = Instant::now() + probe;
-            while Instant::now() < deadline {
+            let deadline = Instant::now().checked_add(probe);
+            while deadline.is_some_and(|d| Instant::now() < d) {
                 match tls.read_tls(&mut sock) {
                     Ok(0) => {
                         return Err(self.rejected(
@@ -453,6 +563,7 @@ impl Link {
             Conn {
                 sock,
                 tls: Some(Box::new(tls)),
+                inbox: VecDeque::new(),
             },
             how,
         ))
@@ -609,15 +720,14 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        if let Some(Conn {
-            mut sock,
-            tls: Some(mut tls),
-        }) = self.conn.take()
-        {
-            // Say goodbye properly, but never hang on a receiver that stopped reading.
-            let _ = sock.set_write_timeout(Some(CLOSE_WAIT));
-            tls.send_close_notify();
-            let _ = write_tls_all(&mut tls, &mut sock);
+        if let State::Up(conn) = std::mem::replace(&mut self.state, State::Idle) {
+            let Conn { mut sock, tls, .. } = *conn;
+            if let Some(mut tls) = tls {
+                // Say goodbye properly, but never hang on a receiver that stopped reading.
+                let _ = sock.set_write_timeout(Some(CLOSE_WAIT));
+                tls.send_close_notify();
+                let _ = write_tls_all(&mut tls, &mut sock);
+            }
         }
     }
 }
@@ -629,39 +739,115 @@ fn write_tls_all(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result
     Ok(())
 }
 
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "closed")
+}
+
+/// One read from the socket. TCP: the bytes land in `plain` (their count is returned).
+/// TLS: the records go into rustls and are processed (0 is returned; the plaintext is
+/// taken with `read_plain`). A socket at EOF is an `UnexpectedEof` error.
+fn read_once(conn: &mut Conn, plain: &mut [u8]) -> io::Result<usize> {
+    let n = match conn.tls.as_mut() {
+        Some(tls) => tls.read_tls(&mut conn.sock)?,
+        None => conn.sock.read(plain)?,
+    };
+    if n == 0 {
+        return Err(closed());
+    }
+    match conn.tls.as_mut() {
+        Some(tls) => {
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(0)
+        }
+        None => Ok(n),
+    }
+}
+
+/// Plaintext rustls holds: `None` when there is none yet; `UnexpectedEof` when the
+/// receiver closed the session (close_notify) and nothing is left.
+fn read_plain(tls: &mut ClientConnection, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match tls.reader().read(buf) {
+        Ok(0) => Err(closed()),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read what the peer sent without blocking (the socket is non-blocking here).
-/// Ok when nothing is there; an `UnexpectedEof` error when the peer closed.
-fn peek_peer(conn: &mut Conn) -> io::Result<()> {
-    let closed = || io::Error::new(io::ErrorKind::UnexpectedEof, "closed");
+/// Ok when nothing is there; an `UnexpectedEof` error when the peer closed. Received
+/// plaintext goes to the inbox when `keep` (until it holds about `INBOX_MAX` bytes:
+/// then the socket is left unread), else it is discarded.
+fn peek_peer(conn: &mut Conn, keep: bool) -> io::Result<()> {
     let mut scratch = [0u8; READ_SCRATCH];
     loop {
-        let r = match conn.tls.as_mut() {
-            Some(tls) => tls.read_tls(&mut conn.sock),
-            None => conn.sock.read(&mut scratch),
-        };
-        match r {
-            Ok(0) => return Err(closed()),
-            Ok(_) => {
+        if keep && conn.inbox.len() >= INBOX_MAX {
+            return Ok(());
+        }
+        match read_once(conn, &mut scratch) {
+            Ok(n) => {
+                if keep {
+                    conn.inbox.extend(scratch.get(..n).unwrap_or_default());
+                }
                 if let Some(tls) = conn.tls.as_mut() {
-                    let state = tls
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    if state.peer_has_closed() {
-                        return Err(closed());
-                    }
-                    // Receivers send no application data; discard any.
-                    let n = state.plaintext_bytes_to_read();
-                    let mut left = n;
-                    while left > 0 {
-                        match tls.reader().read(&mut scratch) {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => left = left.saturating_sub(k),
+                    while let Some(k) = read_plain(tls, &mut scratch)? {
+                        if keep {
+                            conn.inbox.extend(scratch.get(..k).unwrap_or_default());
                         }
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `read_available` on an established connection: inbox first, then the socket with
+/// a read timeout up to `deadline` (restored to `io_timeout` after).
+fn read_into(
+    conn: &mut Conn,
+    buf: &mut [u8],
+    deadline: Instant,
+    io_timeout: Duration,
+) -> io::Result<usize> {
+    if !conn.inbox.is_empty() {
+        let n = buf.len().min(conn.inbox.len());
+        for (dst, src) in buf.iter_mut().zip(conn.inbox.drain(..n)) {
+            *dst = src;
+        }
+        return Ok(n);
+    }
+    let r = read_socket(conn, buf, deadline);
+    let _ = conn.sock.set_read_timeout(Some(io_timeout));
+    r
+}
+
+fn read_socket(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    loop {
+        if let Some(tls) = conn.tls.as_mut() {
+            if let Some(n) = read_plain(tls, buf)? {
+                return Ok(n);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(0);
+        }
+        conn.sock.set_read_timeout(Some(left.max(READ_WAIT_MIN)))?;
+        match read_once(conn, buf) {
+            // TLS records were processed: their plaintext is taken at the loop's top.
+            Ok(0) => {}
+            Ok(n) => return Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -822,6 +1008,63 @@ mod tests {
         assert_eq!(spare.len(), held, "cleared buffers go back to the pool");
     }
 
+    /// Plain TCP to a loopback listener: after the receiver hangs up, the next
+    /// connection starts with the last confirmed delivery, unless replay is off.
+    fn resent_after_reconnect(replay: bool) -> Vec<u8> {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = TlsOutput {
+            address: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: false,
+            chain: None,
+            cert: None,
+            key: None,
+            tag: String::new(),
+        };
+        let quick = Timeouts {
+            connect: Duration::from_secs(5),
+            io: Duration::from_secs(5),
+            drain: Duration::from_secs(5),
+        };
+        let mut link = Link::new("o", &cfg, quick).unwrap();
+        if !replay {
+            link = link.without_replay();
+        }
+        link.ensure_ready().unwrap();
+        let (mut first, _) = listener.accept().unwrap();
+        link.out().extend_from_slice(b"a\n");
+        link.confirm().unwrap();
+        let mut got = [0u8; 2];
+        first.read_exact(&mut got).unwrap();
+        drop(first);
+        let start = Instant::now();
+        while link.confirm().is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the hang-up was not seen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!link.connected());
+        link.ensure_ready().unwrap();
+        assert_eq!(link.generation(), 2);
+        let (mut second, _) = listener.accept().unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut resent = vec![0u8; 16];
+        let n = second.read(&mut resent).unwrap_or(0);
+        resent.truncate(n);
+        resent
+    }
+
+    #[test]
+    fn the_last_confirmed_delivery_is_resent_on_the_next_connection_unless_off() {
+        assert_eq!(resent_after_reconnect(true), b"a\n");
+        assert_eq!(resent_after_reconnect(false), b"");
+    }
+
     #[test]
     fn host_names_are_cleaned() {
         assert_eq!(sanitize_host("web-1\n"), "web-1");
@@ -859,7 +1102,6 @@ mod tests {
         let l = Link::new("o", &cfg, Timeouts::default()).unwrap();
         assert!(!l.connected());
         assert_eq!(l.generation(), 0);
-        assert_eq!(l.label(), "output o (collector-us.devo.io:443)");
         let bad = TlsOutput {
             address: "not a host".into(),
             ..cfg

@@ -197,12 +197,14 @@ impl Api {
     /// The error of a non-200 answer to a query: Microsoft's texts are classified here,
     /// and only here, into the variants that need their own handling.
     pub fn answer_error(self, status: u16, body: &[u8], retry_after: Option<u64>) -> Error {
-        let message = self.error_message(body).unwrap_or_else(|| {
-            String::from_utf8_lossy(body)
-                .chars()
-                .take(300)
-                .collect::<String>()
-        });
+        let raw = self
+            .error_message(body)
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        // Sanitised before the cut, so a cut cannot leave half a secret behind.
+        let message = crate::log::sanitize_remote(&raw)
+            .chars()
+            .take(300)
+            .collect::<String>();
         if self == Api::Graph && status == 401 && message.contains(SP_LESS_401) {
             return Error::ServicePrincipal;
         }

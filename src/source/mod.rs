@@ -16,6 +16,7 @@ use crate::record::Value;
 
 pub mod api;
 pub mod graph;
+pub mod link;
 pub mod reporting;
 
 pub use api::Api;

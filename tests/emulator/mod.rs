@@ -97,7 +97,10 @@
 //! tokens), `revoke_tokens()` (401 on the next data request), a tenant's
 //! `service_principal_missing`, a tenant's `unavailable` (every data request of that
 //! tenant answers 503, without the `max_consecutive` bound), a tenant's `slow_ms` (its
-//! data requests are answered that late), `roles` without the needed permission (403), and the
+//! data requests are answered that late), `echo_token_form` / `echo_auth_header` (error
+//! answers that echo the posted form / the request headers back, secrets included, with
+//! control characters: what a hostile or debugging endpoint does), `foreign_origin`
+//! (next links to another origin, through `xml:base` or absolute), `roles` without the needed permission (403), and the
 //! 10-day RWS / 90-day Graph limits, which are always on.
 
 #![allow(dead_code, unused_imports)]
@@ -175,6 +178,16 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Fraction of token requests answered 503 (same bound on consecutive faults).
     pub rate_token_503: f64,
+    /// Token requests answer 401 `invalid_client` whose `error_description` echoes the
+    /// posted form (client secret included), with `\r\n` and an ANSI escape in it.
+    pub echo_token_form: bool,
+    /// Data requests (after a valid token) answer 400 `text/plain` echoing the request
+    /// headers (the `Authorization: Bearer …` line included), with an ANSI escape.
+    pub echo_auth_header: bool,
+    /// Next links point to this origin (`https://127.0.0.1:PORT`) instead of the
+    /// emulator's own: RWS through `xml:base` with a relative `next`, Graph with an
+    /// absolute `@odata.nextLink`.
+    pub foreign_origin: Option<String>,
 }
 
 impl Default for Faults {
@@ -187,6 +200,9 @@ impl Default for Faults {
             max_consecutive: 2,
             retry_after_secs: 1,
             rate_token_503: 0.0,
+            echo_token_form: false,
+            echo_auth_header: false,
+            foreign_origin: None,
         }
     }
 }

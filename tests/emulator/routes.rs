@@ -129,6 +129,16 @@ fn token(sh: &Shared, req: &Request, tenant: &str, v2: bool) -> Response {
     let Some(spec) = sh.opts.tenants.get(ti) else {
         return aad_error(500, "server_error", 0, "internal");
     };
+    if faults.echo_token_form {
+        let mut body = String::from("{\"error\":\"invalid_client\",\"error_description\":");
+        let text = format!(
+            "\u{1b}[31mbad request\ryou sent: {}\r\nTrace ID: 0c6f3e2a",
+            String::from_utf8_lossy(&req.body)
+        );
+        super::data::json_str(&text, 0, &mut body);
+        body.push('}');
+        return json(401, body);
+    }
     let form = parse_query(&String::from_utf8_lossy(&req.body));
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if get("grant_type") != Some("client_credentials") {
@@ -435,6 +445,13 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         );
     }
     let faults = sh.faults();
+    if faults.echo_auth_header {
+        let mut text = String::from("\u{1b}[2Jrequest refused, you sent:\r\n");
+        for (k, v) in &req.headers {
+            text.push_str(&format!("{k}: {v}\r\n"));
+        }
+        return (tenant, Response::new(400, "text/plain", text));
+    }
     if faults.rws_unavailable {
         return (tenant, odata_error(400, "MessageTraceUnavailable", RETIRED));
     }
@@ -521,7 +538,9 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     let more = skip + page.len() < recs.len();
 
     let h = host(sh, req);
-    let base = format!("https://{h}/ecp/ReportingWebService/Reporting.svc/");
+    let foreign = sh.faults().foreign_origin;
+    let origin = foreign.clone().unwrap_or_else(|| format!("https://{h}"));
+    let base = format!("{origin}/ecp/ReportingWebService/Reporting.svc/");
     let ns = if sh.opts.namespaces_https {
         "https"
     } else {
@@ -588,7 +607,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             pct_encode(filter)
         );
         // Odd next pages get an absolute link, even ones a link relative to xml:base.
-        let href = if page_no % 2 == 1 {
+        let href = if page_no % 2 == 1 && foreign.is_none() {
             format!("{base}{rel}")
         } else {
             rel
@@ -727,6 +746,13 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         }
     }
     let faults = sh.faults();
+    if faults.echo_auth_header {
+        let mut text = String::from("\u{1b}[2Jrequest refused, you sent:\r\n");
+        for (k, v) in &req.headers {
+            text.push_str(&format!("{k}: {v}\r\n"));
+        }
+        return (tenant, Response::new(400, "text/plain", text));
+    }
     let Some(filter) = req.param("$filter") else {
         return (
             tenant,
@@ -848,7 +874,8 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     let h = host(sh, req);
     let next = more.then(|| {
         format!(
-            "https://{h}/v1.0/admin/exchange/tracing/messageTraces?$filter={}&$top={top}&$skiptoken={SKIP_PREFIX}{:x}",
+            "{}/v1.0/admin/exchange/tracing/messageTraces?$filter={}&$top={top}&$skiptoken={SKIP_PREFIX}{:x}",
+            sh.faults().foreign_origin.unwrap_or_else(|| format!("https://{h}")),
             pct_encode(filter),
             skip + page.len()
         )

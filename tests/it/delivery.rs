@@ -146,7 +146,7 @@ fn syslog_to_rsyslog_with_client_certificate_every_event_once_byte_exact() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(rs) = Rsyslog::start(dir.path(), port, true) else {
-        return;
+        crate::skip!("rsyslogd is missing (tests/support/install-receivers.sh failed)")
     };
     let emu = Emulator::start(EmuOptions::default());
     let mut cfg = Cfg::new(&emu.base_url());
@@ -214,7 +214,7 @@ fn devo_and_syslog_at_once_both_receive_every_event() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(rs) = Rsyslog::start(dir.path(), port, true) else {
-        return;
+        crate::skip!("rsyslogd is missing (tests/support/install-receivers.sh failed)")
     };
     let rx = RawReceiver::start(&pki, RawOptions::default());
     let emu = Emulator::start(EmuOptions::default());
@@ -251,7 +251,7 @@ fn rsyslog_outage_mid_run_pauses_pulling_and_loses_nothing() {
     let pki = Pki::create(dir.path());
     let port = free_port();
     let Some(mut rs) = Rsyslog::start(dir.path(), port, true) else {
-        return;
+        crate::skip!("rsyslogd is missing (tests/support/install-receivers.sh failed)")
     };
     // About 29 000 events in pages of 100: the pull takes a few seconds.
     let emu = Emulator::start(EmuOptions {
@@ -564,4 +564,104 @@ fn devo_receiver_hanging_up_again_and_again() {
     // What the receiver acknowledged and then dropped at a hang-up is resent on the next
     // connection (the last confirmed delivery): nothing is lost.
     assert_eq!(t.missing_count, 0, "lost: {:?}", t.missing);
+}
+
+/// Through the library: two outputs, a file and a devo_platform output to a receiver
+/// that accepts but never reads. The hung receiver holds up only the page waiting for
+/// it: the file output gets and confirms every batch, the statistics and the readiness
+/// check answer at once, and the page fails (to be pulled again) after the drain limit.
+#[test]
+fn a_hung_receiver_blocks_neither_statistics_nor_the_file_output() {
+    use msgtrace::config::{OutputConfig, OutputKind, TlsOutput};
+    use msgtrace::output::{self, delivery::Delivery, Timeouts};
+
+    let dir = TempDir::new("dl-hung");
+    let pki = Pki::create(dir.path());
+    let rx = RawReceiver::start(
+        &pki,
+        RawOptions {
+            tls: false,
+            no_read: true,
+            ..RawOptions::default()
+        },
+    );
+    let path = dir.path().join("events.jsonl");
+    let outs = [
+        OutputConfig {
+            name: "file_1".into(),
+            kind: OutputKind::File {
+                path: path.clone(),
+                follow_symlinks: false,
+            },
+        },
+        OutputConfig {
+            name: "hung".into(),
+            kind: OutputKind::Devo(TlsOutput {
+                address: "127.0.0.1".into(),
+                port: rx.port,
+                tls: false,
+                chain: None,
+                cert: None,
+                key: None,
+                tag: String::new(),
+            }),
+        },
+    ];
+    let limit = Duration::from_secs(4);
+    let timeouts = Timeouts {
+        connect: limit,
+        io: limit,
+        drain: limit,
+    };
+    let sinks = outs
+        .iter()
+        .map(|o| output::open_with(o, timeouts).unwrap())
+        .collect();
+    let d = Delivery::start(sinks).unwrap();
+    d.ensure_ready().unwrap();
+    // 4 batches of 100 KB: more than the receiver's window, less than our send buffer.
+    const BATCHES: u64 = 4;
+    const LINES: u64 = 200;
+    let batch: Vec<u8> = (0..LINES)
+        .flat_map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(480)).into_bytes())
+        .collect();
+    std::thread::scope(|sc| {
+        let started = Instant::now();
+        let page = sc.spawn(|| {
+            let mut p = d.page();
+            for _ in 0..BATCHES {
+                p.write(&batch, LINES).unwrap();
+            }
+            p.confirm()
+        });
+        // The file output took and confirmed every batch while the other one hangs.
+        let want = batch.len() * BATCHES as usize;
+        while std::fs::metadata(&path).map_or(0, |m| m.len() as usize) < want {
+            assert!(started.elapsed() < limit, "the file output was held up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = Instant::now();
+        let stats = d.stats();
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(50), "stats took {took:?}");
+        assert_eq!(stats[0].1.sent_total, BATCHES * LINES, "{stats:?}");
+        let t = Instant::now();
+        d.ensure_ready().unwrap();
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        assert!(!page.is_finished(), "the page waits for the hung receiver");
+        eprintln!(
+            "delivery: file output confirmed {want} bytes after {:?} while the other receiver \
+             hangs; stats answered in {took:?}: {stats:?}",
+            started.elapsed()
+        );
+        let e = page.join().unwrap().unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("did not acknowledge"), "{e}");
+        assert!(started.elapsed() < limit * 3, "{:?}", started.elapsed());
+    });
+    // The page is not confirmed; readiness reports the output down (quickly), and asks
+    // its writer to reconnect.
+    let t = Instant::now();
+    let _ = d.ensure_ready();
+    assert!(t.elapsed() < msgtrace::output::delivery::READY_WAIT + Duration::from_secs(1));
 }

@@ -1,4 +1,4 @@
-//! Stable-Rust replay of the config and state fuzz corpora (the scanners' corpora are
+//! Stable-Rust replay of the config, state and next-link fuzz corpora (the scanners' corpora are
 //! replayed in `sources`): every file, and every prefix of it, never panics.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +41,21 @@ fn state_corpus_never_panics() {
         for end in 0..=bytes.len() {
             let rec = msgtrace::state::decode_log(&bytes[..end]);
             assert!(rec.valid_len <= end);
+            let checked = msgtrace::state::recover(&bytes[..end]);
+            assert!(checked.valid_len <= rec.valid_len);
+            if let Some(c) = &checked.cursor {
+                assert_eq!(msgtrace::state::validate(c), Ok(()));
+            }
+        }
+    }
+}
+
+#[test]
+fn next_link_corpus_keeps_the_origin_rule() {
+    for f in corpus("next_link") {
+        let bytes = std::fs::read(&f).unwrap();
+        for end in 0..=bytes.len() {
+            msgtrace::source::link::fuzz_check(&bytes[..end]);
         }
     }
 }

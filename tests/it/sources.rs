@@ -4,7 +4,7 @@
 //! Fixture runs print each record as the event line (`event::encode`, pulling id
 //! 0), then `next: <link or none>` or `error: <message>`, then
 //! `error_message: <text>` when `error_message` finds one in the body. Set
-//! `BLESS=1` to rewrite the `.expected` files (review the diff!).
+//! `MSGTRACE_BLESS=1` to rewrite the `.expected` files (review the diff!).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ fn fixtures(area: &str, ext: &str) -> Vec<PathBuf> {
 }
 
 fn golden(area: &str, ext: &str, run: impl Fn(&[u8]) -> String) {
-    let bless = std::env::var_os("BLESS").is_some();
+    let bless = crate::harness::bless();
     let mut failures = Vec::new();
     for path in fixtures(area, ext) {
         let body = std::fs::read(&path).unwrap();

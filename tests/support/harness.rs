@@ -1,7 +1,8 @@
 //! Drives the real `msgtrace` binary in a scratch working directory laid out like the
 //! vendor's (config/, certs/, state/), against the emulator and receivers.
 //!
-//! Must not: leave processes behind — every child has a deadline and is killed on drop.
+//! Must not: leave processes behind — every child has a deadline and is killed on drop;
+//! let a test that cannot run pass silently under `MSGTRACE_STRICT=1` (see [`missing`]).
 
 #![allow(dead_code)]
 
@@ -12,6 +13,54 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use miniserde::json::{self, Value};
+
+/// Set to `1` by `.ci/run`: a test that cannot run here (a tool or a privilege is
+/// missing) fails instead of skipping.
+pub const STRICT_VAR: &str = "MSGTRACE_STRICT";
+
+/// Set (to anything) to rewrite golden `.expected` files instead of comparing with them;
+/// the one bless switch of every fixture folder (tests/fixtures/README.md).
+pub const BLESS_VAR: &str = "MSGTRACE_BLESS";
+
+/// Whether `MSGTRACE_STRICT=1` is in the environment.
+pub fn strict() -> bool {
+    std::env::var_os(STRICT_VAR).is_some_and(|v| v == "1")
+}
+
+/// Whether golden files are to be rewritten (`MSGTRACE_BLESS` set). Refused under
+/// `MSGTRACE_STRICT=1`: a blessing run compares nothing, so it must not pass for CI.
+pub fn bless() -> bool {
+    let set = std::env::var_os(BLESS_VAR).is_some();
+    assert!(
+        !(set && strict()),
+        "{BLESS_VAR} rewrites the golden files instead of checking them: unset it for {STRICT_VAR}=1"
+    );
+    set
+}
+
+/// Something this test needs is missing here (`reason` names it and how to get it): a
+/// `SKIP` note on stderr on a developer's machine, a failure under `MSGTRACE_STRICT=1`.
+/// A test that cannot run at all calls [`skip!`](crate::skip) instead, which also returns.
+#[track_caller]
+pub fn missing(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let at = std::panic::Location::caller();
+    assert!(
+        !strict(),
+        "{test} ({at}) cannot run here and {STRICT_VAR}=1 forbids skipping: {reason}"
+    );
+    eprintln!("SKIP {test} ({at}): {reason}");
+}
+
+/// `skip!("… {x}")`: report with [`harness::missing`](crate::harness::missing) (a note,
+/// or a failure under `MSGTRACE_STRICT=1`), then return from the test.
+#[macro_export]
+macro_rules! skip {
+    ($($why:tt)+) => {{
+        $crate::harness::missing(&format!($($why)+));
+        return;
+    }};
+}
 
 /// The binary under test.
 pub fn bin() -> PathBuf {

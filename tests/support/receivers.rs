@@ -368,7 +368,7 @@ pub struct RawReceiver {
     handle: Option<JoinHandle<()>>,
 }
 
-fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
+pub fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let base = if o.wrong_host_cert {
         "other-host"

@@ -46,7 +46,7 @@ const OUTPUT_KEYS: &[&str] = &["type", "config"];
 const TLS_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key"];
 /// A syslog receiver: [`TLS_KEYS`] and the syslog `tag`.
 const SYSLOG_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key", "tag"];
-const FILE_KEYS: &[&str] = &["path"];
+const FILE_KEYS: &[&str] = &["path", "follow_symlinks"];
 
 fn devo(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
     check_tls_output(c, f, Certs::Required).map(OutputKind::Devo)
@@ -154,6 +154,7 @@ fn file(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
     match c.string(f, "path", false) {
         Some(p) if !p.is_empty() => Some(OutputKind::File {
             path: c.resolve(&p),
+            follow_symlinks: c.boolean(f, "follow_symlinks", false),
         }),
         Some(_) => {
             let pos = f.get("path").map_or(f.pos, |e| e.node.pos);

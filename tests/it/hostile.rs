@@ -1,0 +1,558 @@
+//! Hostile or broken surroundings through the real binary (issue 14, SPEC §6 and §10):
+//! planted state files (symlink, FIFO, garbage, out-of-range record), endpoints that
+//! echo secrets back, next links to a foreign origin, and the start-up warnings. Each
+//! case asserts the outcome: victim file unchanged, no hang, no secret in any output,
+//! no request to the foreign origin, the other tenant unaffected, the exit code.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::emulator::{EmuOptions, Emulator, Faults, TenantSpec};
+use crate::harness::{input_name, many_tenants, Cfg, Workdir};
+
+const RWS: &str = "office365_exchange_message_service";
+const RUN_ONCE: &[&str] = &["run", "--once", "-c", "config/config.yaml"];
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn small() -> EmuOptions {
+    EmuOptions {
+        tenants: many_tenants(2)
+            .iter()
+            .map(|t| TenantSpec::new(&t.1))
+            .collect(),
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    }
+}
+
+/// Two tenants (ids 1000 and 1001), one day back, files under `state/`.
+fn two_tenants(name: &str, emu: &Emulator) -> Workdir {
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = many_tenants(2);
+    cfg.cutoff_days = 1;
+    let w = Workdir::new(name);
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    w
+}
+
+fn state_of(w: &Workdir, id: &str) -> PathBuf {
+    msgtrace::state::state_path(&w.file("state"), id, RWS)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first tenant (id 1000) is refused at start with `needle` in its error; the
+/// second (id 1001) pulls to the end; the run exits 3 (one input failed).
+fn assert_first_refused_second_runs(out: &std::process::Output, needle: &str) -> String {
+    let log = stderr(out);
+    let first = input_name("t000");
+    let second = input_name("t001");
+    let refused = log
+        .lines()
+        .find(|l| l.contains(&format!("{first}#1000 cannot start")))
+        .unwrap_or_else(|| panic!("first tenant not refused:\n{log}"));
+    assert!(refused.contains(needle), "{refused}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("({second},1001,"))
+                && l.contains("Remote data is up to date!")),
+        "second tenant did not run:\n{log}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    refused.to_string()
+}
+
+#[test]
+fn symlinked_state_file_is_refused_and_its_target_unchanged() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-symlink", &emu);
+    let victim = w.file("victim.conf");
+    std::fs::write(&victim, b"precious = true\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&victim, state_of(&w, "1000")).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let line = assert_first_refused_second_runs(&out, "is a symbolic link");
+    eprintln!("hostile: symlink: {line}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious = true\n");
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "victim chmod-ed");
+    assert!(std::fs::symlink_metadata(state_of(&w, "1000"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn fifo_state_file_does_not_hang_the_start() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-fifo", &emu);
+    let path = state_of(&w, "1000");
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let t = Instant::now();
+    // The harness kills the child at the deadline: a hang shows as a missing exit code.
+    let out = w.run(RUN_ONCE, secs(30));
+    let took = t.elapsed();
+    let line = assert_first_refused_second_runs(&out, "not a regular file");
+    eprintln!(
+        "hostile: fifo: exit {:?} after {:.2} s: {line}",
+        out.status.code(),
+        took.as_secs_f64()
+    );
+    assert!(took < secs(25));
+}
+
+#[test]
+fn garbage_first_record_is_refused_and_the_file_left_as_it_is() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-garbage", &emu);
+    let path = state_of(&w, "1000");
+    let garbage = b"[global]\nnot = a state file\n".to_vec();
+    std::fs::write(&path, &garbage).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let line = assert_first_refused_second_runs(&out, "not a msgtrace state file");
+    assert!(line.contains("move it away"), "{line}");
+    eprintln!("hostile: garbage: {line}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+/// The committed fixture through `state show`, and an out-of-range record after a
+/// recent checkpoint through `run --once`: the record is corrupt, the one before it wins.
+#[test]
+fn out_of_range_state_record_is_corrupt_not_a_panic() {
+    let emu = Emulator::start(small());
+    let w = two_tenants("hostile-range", &emu);
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/state/002_v1_out_of_range.state");
+    let path = state_of(&w, "1000");
+    std::fs::copy(&fixture, &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = w.run(&["state", "show", "-c", "config/config.yaml"], secs(20));
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = msgtrace::time::rfc3339(1_795_000_000);
+    assert!(shown.contains(&want), "{shown}");
+    // A run: a recent good checkpoint, then the same with window_start = i64::MIN.
+    let now = msgtrace::time::now();
+    let good = msgtrace::state::Cursor {
+        window_start: now - 6 * 3600,
+        window_end: 0,
+        delay_secs: 3600,
+        service: RWS.into(),
+        ..Default::default()
+    };
+    let mut bytes = msgtrace::state::encode_record(&good);
+    let first_len = bytes.len();
+    bytes.extend(msgtrace::state::encode_record(&msgtrace::state::Cursor {
+        window_start: i64::MIN,
+        ..good.clone()
+    }));
+    std::fs::write(&path, &bytes).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let warn = log
+        .lines()
+        .find(|l| l.contains("WARNING") && l.contains("value out of range"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warn.contains(&format!("at byte {first_len}")), "{warn}");
+    assert!(
+        log.contains(&format!(
+            "retrieved state: window start {}",
+            msgtrace::time::rfc3339(good.window_start)
+        )),
+        "{log}"
+    );
+    eprintln!("hostile: out-of-range record: {warn}");
+}
+
+/// True when `text` holds a control character other than the newline ending each line.
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() && c != '\n')
+}
+
+#[test]
+fn secrets_echoed_by_endpoints_never_reach_any_output() {
+    // A secret with characters a form encodes, so the echo shows it percent-encoded.
+    let secret = "Zx8Q~s3cret/with+odd&chars";
+    let spec = TenantSpec::new("tenant-echo").with_secret(secret);
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![spec.clone()],
+        records_per_hour: 12,
+        faults: Faults {
+            echo_token_form: true,
+            ..Faults::default()
+        },
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = vec![(
+        String::new(),
+        spec.tenant_id.clone(),
+        spec.client_id.clone(),
+        format!("\"{secret}\""),
+    )];
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-echo");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let forbidden = |text: &str, what: &str| {
+        for needle in [secret, "Zx8Q", "s3cret", "%7Es3cret", "\u{1b}"] {
+            assert!(!text.contains(needle), "{what} holds {needle:?}:\n{text}");
+        }
+        assert!(
+            !has_control(text),
+            "{what} holds a control character:\n{text}"
+        );
+    };
+    // 1. The token endpoint echoes the posted form: `run` and `check`.
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    forbidden(&log, "run stderr");
+    forbidden(&String::from_utf8_lossy(&out.stdout), "run stdout");
+    assert!(log.contains("client_secret=****"), "{log}");
+    assert!(
+        log.contains("\\ryou sent"),
+        "control characters escaped:\n{log}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    let line = log.lines().find(|l| l.contains("you sent")).unwrap_or("");
+    eprintln!("hostile: token echo: {line}");
+    let out = w.run(&["check", "-c", "config/config.yaml"], secs(60));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    forbidden(&printed, "check stdout");
+    forbidden(&stderr(&out), "check stderr");
+    assert!(printed.contains("client_secret=****"), "{printed}");
+    // 2. The data endpoint echoes the request headers, Authorization included.
+    emu.set_faults(Faults {
+        echo_auth_header: true,
+        ..Faults::default()
+    });
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    forbidden(&log, "run stderr (data echo)");
+    assert!(log.contains("authorization: Bearer ****"), "{log}");
+    // The emulator's tokens are JWTs: their header starts with `eyJ`.
+    assert!(!log.contains("eyJ"), "a token reached the log:\n{log}");
+    assert!(emu
+        .request_log()
+        .iter()
+        .any(|r| r.api == "rws" && r.status == 400));
+    let line = log
+        .lines()
+        .find(|l| l.contains("Bearer ****"))
+        .unwrap_or("");
+    eprintln!("hostile: header echo: {line}");
+    let out = w.run(&["check", "-c", "config/config.yaml"], secs(60));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    forbidden(&printed, "check stdout (data echo)");
+    assert!(!printed.contains("eyJ"), "{printed}");
+}
+
+/// A loopback listener that counts the connections made to it (any connection is a
+/// request the collector should not have sent); stops on drop.
+struct Counter {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Counter {
+    fn start() -> Counter {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (Arc::clone(&hits), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 10 minutes even if the test forgets to stop it.
+            let until = Instant::now() + secs(600);
+            while !s.load(Ordering::SeqCst) && Instant::now() < until {
+                match l.accept() {
+                    Ok(_) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Counter {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn foreign_next_link_gets_no_request(graph: bool) {
+    let counter = Counter::start();
+    let foreign = format!("https://127.0.0.1:{}", counter.port);
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![TenantSpec::new("tenant-1")],
+        page_size: 5,
+        records_per_hour: if graph { 300 } else { 12 },
+        faults: Faults {
+            foreign_origin: Some(foreign.clone()),
+            ..Faults::default()
+        },
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.graph = graph;
+    cfg.cutoff_days = 1;
+    let w = Workdir::new(if graph {
+        "hostile-next-graph"
+    } else {
+        "hostile-next-rws"
+    });
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let out = w.run(RUN_ONCE, secs(90));
+    let log = stderr(&out);
+    assert_eq!(
+        counter.hits.load(Ordering::SeqCst),
+        0,
+        "the foreign origin got a request:\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("foreign origin {foreign}")))
+        .unwrap_or_else(|| panic!("foreign origin not named:\n{log}"));
+    assert!(line.contains("not followed"), "{line}");
+    // The page is malformed: retried, then the window is left for the next period.
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    let api = if graph { "graph" } else { "rws" };
+    let served = emu.request_log();
+    assert!(served.iter().any(|r| r.api == api && r.status == 200));
+    assert!(
+        !served.iter().any(|r| r.query.contains("skiptoken")),
+        "a next page was requested"
+    );
+    eprintln!("hostile: foreign next link ({api}): {line}");
+}
+
+#[test]
+fn foreign_next_link_via_xml_base_gets_no_request() {
+    foreign_next_link_gets_no_request(false);
+}
+
+#[test]
+fn foreign_graph_next_link_gets_no_request() {
+    foreign_next_link_gets_no_request(true);
+}
+
+fn warnings_of(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with("WARNING MainProcess::MainThread") && l.contains(needle))
+        .count()
+}
+
+#[test]
+fn start_up_warnings_come_once_and_name_the_fix() {
+    let emu = Emulator::start(small());
+    let mut cfg = Cfg::new(&emu.base_url());
+    // A clear-text output (never connected: the input is disabled, so the run stops
+    // right after the start-up checks).
+    cfg.outputs = "  plain:\n    type: syslog\n    config:\n      address: 127.0.0.1\n      port: 9\n      type: TCP\n".into();
+    let w = Workdir::new("hostile-warn");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    let yaml = cfg.yaml().replace("enabled: true", "enabled: false");
+    let conf = w.write("config/config.yaml", &yaml);
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = w.run(RUN_ONCE, secs(30));
+    let log = stderr(&out);
+    for (needle, fix) in [
+        ("persistence directory", "chmod 700"),
+        ("holds a client secret inline", "chmod 600"),
+        ("has `type: TCP`", "type: SSL"),
+    ] {
+        assert_eq!(warnings_of(&log, needle), 1, "{needle}:\n{log}");
+        let line = log.lines().find(|l| l.contains(needle)).unwrap_or("");
+        assert!(line.contains(fix), "{line}");
+        eprintln!("hostile: start-up: {line}");
+    }
+    assert!(!log.contains("secret-tenant-1"), "{log}");
+    // Tightened: no warning left.
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let yaml = yaml.replace(
+        &cfg.outputs,
+        "  out_file:\n    type: file\n    config:\n      path: events.jsonl\n",
+    );
+    std::fs::write(&conf, yaml).unwrap();
+    let log = stderr(&w.run(RUN_ONCE, secs(30)));
+    for needle in ["persistence directory", "inline", "type: TCP"] {
+        assert_eq!(warnings_of(&log, needle), 0, "{needle}:\n{log}");
+    }
+    // World-readable again, but the secret comes from the environment: nothing inline.
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("secret-tenant-1", "${MSGTRACE_TEST_SECRET}"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = w.run_env(
+        RUN_ONCE,
+        &[("MSGTRACE_TEST_SECRET", "secret-tenant-1")],
+        secs(30),
+    );
+    let log = stderr(&out);
+    assert_eq!(warnings_of(&log, "inline"), 0, "{log}");
+    assert!(log.contains("no enabled input"), "{log}");
+}
+
+#[test]
+fn read_only_persistence_directory_stops_the_start_with_exit_2() {
+    let emu = Emulator::start(small());
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-rodir");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    // Root writes through mode bits: use a directory no one can create files in.
+    let dir = if root {
+        "/proc".to_string()
+    } else {
+        std::fs::create_dir_all(w.file("state")).unwrap();
+        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o500)).unwrap();
+        "state".to_string()
+    };
+    w.write(
+        "config/config.yaml",
+        &cfg.yaml()
+            .replace("directory_name: state", &format!("directory_name: {dir}")),
+    );
+    let out = w.run(RUN_ONCE, secs(30));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("is not writable"))
+        .unwrap_or_else(|| panic!("no refusal:\n{log}"));
+    assert!(
+        line.contains("persistence directory") && line.contains("write access"),
+        "{line}"
+    );
+    assert!(!log.contains("Running a new pipeline"), "{log}");
+    assert!(emu.request_log().is_empty(), "a tenant started");
+    eprintln!("hostile: read-only persistence directory: {line}");
+    if !root {
+        std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
+#[test]
+fn file_output_refuses_a_symlink_unless_allowed() {
+    let emu = Emulator::start(EmuOptions {
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-outlink");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let victim = w.file("victim.txt");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, w.file("events.jsonl")).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("is a symbolic link: refused"))
+        .unwrap_or_else(|| panic!("not refused:\n{log}"));
+    assert!(line.contains("follow_symlinks: true"), "{line}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert!(emu.request_log().is_empty(), "pulled without an output");
+    eprintln!("hostile: file output symlink: {line}");
+    // The documented key allows it.
+    w.write(
+        "config/config.yaml",
+        &cfg.yaml().replace(
+            "path: events.jsonl\n",
+            "path: events.jsonl\n      follow_symlinks: true\n",
+        ),
+    );
+    let out = w.run(RUN_ONCE, secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&victim).unwrap();
+    assert!(text.starts_with("precious\n") && text.lines().count() > 1);
+}
+
+/// A next link saved in the state file (forged, or written before this rule) obeys the
+/// same rule: dropped with a warning, the window read again from its start.
+#[test]
+fn foreign_next_link_in_the_state_file_gets_no_request() {
+    let counter = Counter::start();
+    let foreign = format!("https://127.0.0.1:{}", counter.port);
+    let emu = Emulator::start(EmuOptions {
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.cutoff_days = 1;
+    let w = Workdir::new("hostile-savedlink");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    let now = msgtrace::time::now();
+    let start = now - 6 * 3600;
+    let saved = msgtrace::state::Cursor {
+        window_start: start,
+        window_end: start + 3600,
+        next_link: Some(format!(
+            "{foreign}/ecp/reportingwebservice/reporting.svc/MessageTrace?$skiptoken=5"
+        )),
+        delay_secs: 3600,
+        service: RWS.into(),
+        ..Default::default()
+    };
+    let path = state_of(&w, "1000");
+    std::fs::write(&path, msgtrace::state::encode_record(&saved)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(counter.hits.load(Ordering::SeqCst), 0, "{log}");
+    let line = log
+        .lines()
+        .find(|l| {
+            l.contains(&format!(
+                "saved state: the next link points to the foreign origin {foreign}"
+            ))
+        })
+        .unwrap_or_else(|| panic!("not refused:\n{log}"));
+    eprintln!("hostile: saved foreign link: {line}");
+}
