@@ -646,7 +646,7 @@ pub fn validate(c: &Cursor) -> Result<(), &'static str> {
         }
         _ => {}
     }
-    if u64::try_from(MAX_WINDOW_SPAN).map_or(false, |max| c.window_len > max) {
+    if u64::try_from(MAX_WINDOW_SPAN).is_ok_and(|max| c.window_len > max) {
         return Err("window length longer than 31 days");
     }
     if [
