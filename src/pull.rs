@@ -279,8 +279,10 @@ impl Tenant {
                     time::human_duration(settle_lost)
                 );
             }
+            // Only the settle pass's own window (if one was in progress) starts over.
             c.settle_start = settle_clamped;
-            restart = true;
+            c.settle_end = 0;
+            c.settle_link = None;
         }
         let phase = if restart {
             Phase::Idle { resume: None }
@@ -548,6 +550,7 @@ impl Tenant {
         let mut batch = Vec::with_capacity(BATCH_BYTES + 4096);
         let (mut pending, mut sent, mut filtered) = (0u64, 0u64, 0u64);
         let (mut records, mut late, mut changed) = (0u64, 0u64, 0u64);
+        let mut oldest: Option<i64> = None;
         // What this page delivers: appended to the ledger once confirmed, taken out of
         // the window's set again if the outputs lose it.
         let mut delivered: Vec<Entry> = Vec::new();
@@ -556,6 +559,9 @@ impl Tenant {
         let set = self.set.as_mut().map_or(&mut empty, |(_, s)| s);
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
             records = records.saturating_add(1);
+            if let Some(r) = rec.received() {
+                oldest = Some(oldest.map_or(r, |o| o.min(r)));
+            }
             let key = rec.key();
             let status = status_code(rec.text("Status").unwrap_or(""));
             let seen = set.check(key, status);
@@ -618,6 +624,10 @@ impl Tenant {
         drop(delivered);
         if let Some(w) = self.phase.window_mut() {
             w.records = w.records.saturating_add(records);
+            w.oldest = match (w.oldest, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         if let Some(p) = self.phase.pull_mut() {
             p.sent = p.sent.saturating_add(sent);
@@ -655,10 +665,34 @@ impl Tenant {
             pass.name()
         );
         let settle_before = self.cursor.settle_start;
+        let (held, oldest) = self
+            .phase
+            .window()
+            .map_or((0, None), |w| (w.records, w.oldest));
         if end.next_link.is_none() {
             self.window_done(pass, ws, we);
+            self.advance(|p| p.page_done(None));
+        } else if let Some(short_end) = oversized(held, oldest, ws, we) {
+            // Bounded memory: the window's set would grow past the bound. End the window
+            // before the oldest record it returned so far (pages come newest first, so
+            // what lies after is delivered — and in the ledger, which filters it when
+            // the next window reads it again); nothing is skipped.
+            info!(
+                self.comp,
+                "window {} - {} ({}) holds more than {} records: it ends at {} instead, the next one starts there",
+                time::rfc3339(ws),
+                time::rfc3339(we),
+                pass.name(),
+                window::MAX_WINDOW_RECORDS,
+                time::rfc3339(short_end)
+            );
+            let api_max = self.api_max();
+            self.cursor.window_len = window::resize(we.saturating_sub(short_end), held, api_max);
+            self.set = None;
+            self.advance(|p| p.shrink(short_end));
+        } else {
+            self.advance(|p| p.page_done(end.next_link));
         }
-        self.advance(|p| p.page_done(end.next_link));
         self.phase.store(&mut self.cursor);
         self.state.checkpoint(&self.cursor)?;
         if self.cursor.settle_start > settle_before {
@@ -677,16 +711,21 @@ impl Tenant {
         Ok(Next::After(Duration::ZERO))
     }
 
+    /// The longest window the API's rule gives (the configured length for the
+    /// Reporting Web Service, 10 days for Graph).
+    fn api_max(&self) -> i64 {
+        let svc = &self.input.service;
+        svc.api
+            .window_len(i64::try_from(svc.window_secs).unwrap_or(i64::MAX), i64::MAX)
+    }
+
     /// The window `[ws, we)` of `pass` is complete: move that pass's cursor (the settle
     /// pass rides along a first-pass window already read settled), size the next
     /// window by this one's record count, release its dedup set.
     fn window_done(&mut self, pass: Pass, ws: i64, we: i64) {
-        let svc = &self.input.service;
         let records = self.phase.window().map_or(0, |w| w.records);
         let settle_target = self.phase.pull().map_or(i64::MIN, |p| p.settle_target);
-        let api_max = svc
-            .api
-            .window_len(i64::try_from(svc.window_secs).unwrap_or(i64::MAX), i64::MAX);
+        let api_max = self.api_max();
         let c = &mut self.cursor;
         let sized = window::resize(we.saturating_sub(ws), records, api_max);
         if sized != c.window_len && records > window::MAX_WINDOW_RECORDS {
@@ -797,6 +836,19 @@ impl Tenant {
     }
 }
 
+/// Where to end the window `[ws, we)` being paged early, when it has returned `held`
+/// records (more than [`window::MAX_WINDOW_RECORDS`]), the oldest received at `oldest`:
+/// one second before that, if the window stays at least [`window::MIN_WINDOW_SECS`]
+/// long. `None`: page on (a burst within one short span cannot be split by time).
+fn oversized(held: u64, oldest: Option<i64>, ws: i64, we: i64) -> Option<i64> {
+    if held <= window::MAX_WINDOW_RECORDS {
+        return None;
+    }
+    let end = oldest?.saturating_sub(window::EDGE_SECS);
+    let min = i64::try_from(window::MIN_WINDOW_SECS).unwrap_or(i64::MAX);
+    (end < we && end.saturating_sub(ws) >= min).then_some(end)
+}
+
 /// The two passes' targets at `now`: (first pass, settle pass). A first pass delay at
 /// or above `override_time_delay_in_seconds` is one pass (the vendor's behaviour).
 pub fn targets(svc: &ServiceConfig, now: i64) -> (i64, i64) {
@@ -816,6 +868,18 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overfull_window_ends_before_its_oldest_record() {
+        let max = window::MAX_WINDOW_RECORDS;
+        assert_eq!(oversized(max, Some(5000), 0, 10_000), None);
+        assert_eq!(oversized(max + 1, Some(5000), 0, 10_000), Some(4999));
+        // A burst in one second at the window's end: cut before it, once.
+        assert_eq!(oversized(max + 1, Some(10_000), 0, 10_000), Some(9999));
+        // The window already ends right after the burst: page on.
+        assert_eq!(oversized(max + 1, Some(10_000), 9_950, 10_000), None);
+        assert_eq!(oversized(max + 1, None, 0, 10_000), None);
+    }
 
     #[test]
     fn pacer_keeps_every_span_within_budget() {

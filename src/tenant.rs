@@ -94,6 +94,8 @@ pub struct Window {
     pub retried_401: bool,
     /// Records scanned in this window so far (sizes the next window).
     pub records: u64,
+    /// The oldest `Received` among them (where a window too full to finish is cut).
+    pub oldest: Option<i64>,
 }
 
 impl Window {
@@ -106,6 +108,7 @@ impl Window {
             attempt: 0,
             retried_401: false,
             records: 0,
+            oldest: None,
         }
     }
 }
@@ -167,6 +170,22 @@ impl Phase {
                 pull,
                 window: Window::new(pass, start, end, None),
             },
+            other => other,
+        }
+    }
+
+    /// The window being paged holds too many records: read it again from its start
+    /// as `[start, end)` (shorter; the records already delivered beyond `end` are in
+    /// the ledger and filtered when a later window returns them). No change unless
+    /// paging and `end` is inside the window.
+    pub fn shrink(self, end: i64) -> Phase {
+        match self {
+            Phase::Paging { pull, window } if end > window.start && end < window.end => {
+                Phase::Paging {
+                    pull,
+                    window: Window::new(window.pass, window.start, end, None),
+                }
+            }
             other => other,
         }
     }
@@ -320,6 +339,16 @@ mod tests {
         let (_, p) = p.page_done(None).finish();
         p.store(&mut c);
         assert_eq!((c.window_end, c.next_link), (0, None));
+    }
+
+    #[test]
+    fn a_shrunk_window_restarts_from_its_start() {
+        let p = Phase::Idle { resume: None }
+            .begin(pull())
+            .enter(Pass::First, 100, 1000)
+            .page_done(Some("n".into()));
+        let p = p.shrink(2000).shrink(400);
+        assert_eq!(p.window(), Some(&Window::new(Pass::First, 100, 400, None)));
     }
 
     #[test]
