@@ -979,6 +979,15 @@ fn libc_hostname() -> Option<String> {
     Some(String::from_utf8_lossy(buf.get(..end)?).into_owned())
 }
 
+/// For protocols that see a broken session above the transport (RELP `serverclose`, a
+/// refusal, a receiver that stopped answering): drop the connection now. No replay of
+/// the last confirmed delivery is armed — such a protocol resends what it needs itself.
+impl Link {
+    pub fn drop_connection(&mut self, why: &Error) {
+        self.go_down(false, why);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

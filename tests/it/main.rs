@@ -20,6 +20,8 @@ mod hostile;
 mod metrics;
 mod outputs;
 mod passes;
+mod receivers_ng;
+mod relp;
 mod shards;
 mod sources;
 mod state;
