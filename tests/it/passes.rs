@@ -83,7 +83,7 @@ fn restart_mid_window_delivers_nothing_twice() {
             std::thread::sleep(Duration::from_millis(10));
         }
         p.signal("TERM");
-        assert!(p.wait(Duration::from_secs(10)).is_some_and(|s| s.success()));
+        assert!(p.wait(Duration::from_secs(30)).is_some_and(|s| s.success()));
         restarts += 1;
     }
     let out = w.run(RUN_ONCE, Duration::from_secs(60));
@@ -231,7 +231,7 @@ fn moves_mid_window_both_ways_keep_cursor_and_ledger() {
         std::thread::sleep(Duration::from_millis(10));
     }
     p.signal("TERM");
-    assert!(p.wait(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(p.wait(Duration::from_secs(30)).is_some_and(|s| s.success()));
     let rws = final_cursor(&w.file("state"), "1000", RWS);
     assert!(rws.window_end != 0, "stopped mid-window: {rws:?}");
     // To Graph, whose block has no reset_persistence_auth: the cursor is kept.
@@ -401,7 +401,7 @@ fn first_pass_and_settle_pass() {
         std::thread::sleep(Duration::from_millis(100));
     }
     p.signal("TERM");
-    assert!(p.wait(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(p.wait(Duration::from_secs(30)).is_some_and(|s| s.success()));
     let log = w.read("run.log");
     assert!(log.contains("first pass, "), "{log}");
     assert!(log.contains("settle pass, "), "{log}");
