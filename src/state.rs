@@ -8,7 +8,7 @@
 //! or panic on any file content — every read goes through `get()`, checked
 //! arithmetic and the bounds below.
 //!
-//! # File format (version 1)
+//! # File format (version 2; version 1 still loads)
 //!
 //! A state file `<dir>/<input_id>_<service>.state` is a sequence of records and
 //! nothing else (no file header). Each record is one checkpoint; the last valid
@@ -17,12 +17,12 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | magic `0xC7` ([`MAGIC`]) — not ASCII, so a text file never looks like state |
-//! | 1 | 1 | payload format version, `1` ([`FORMAT_VERSION`]) |
+//! | 1 | 1 | payload format version, `2` ([`FORMAT_VERSION`]; `1` is read too) |
 //! | 2 | 4 | payload length `n`, u32 little-endian, at most [`MAX_RECORD_LEN`] |
 //! | 6 | 4 | CRC-32 (IEEE 802.3, reflected, poly `0xEDB88320`, init/xorout `0xFFFFFFFF` — zlib's `crc32`) over header bytes 0..6 then the `n` payload bytes, u32 little-endian |
 //! | 10 | n | payload |
 //!
-//! The payload of version 1 is, in this order, with `varint` = unsigned LEB128
+//! The payload of version 2 is, in this order, with `varint` = unsigned LEB128
 //! (at most 10 bytes, no overflow) and `zigzag` = the signed-to-unsigned map of
 //! protobuf (`0, -1, 1, -2, …`):
 //!
@@ -36,11 +36,26 @@
 //!    (≤ [`MAX_TEXT_LEN`])
 //! 9. `next_link` — varint `0` for none, else `len + 1` then `len` UTF-8 bytes
 //!    (≤ [`MAX_LINK_LEN`])
-//! 10. `edge_keys` — varint count (≤ [`MAX_EDGE_KEYS`]) then each key as u64
-//!     little-endian (8 bytes: keys are hashes, a varint would not shrink them)
+//! 10. `settle_start` — zigzag varint: the settle pass's next window (or the one
+//!     being read when `settle_end` ≠ 0)
+//! 11. `settle_end` — zigzag varint (0 between settle windows)
+//! 12. `settle_link` — as `next_link`, the settle pass's next page
+//! 13. `window_len` — varint: the window length sized by record count (0 = the
+//!     API's rule alone)
+//! 14. `late_events`, 15. `status_changes` — varint each
 //!
-//! No bytes may follow the last field. A typical checkpoint between windows is
-//! about 30 bytes plus 8 per edge key (plus the link, when paged part-way).
+//! Fields 1–9 describe the first pass (its window and next link). No bytes may
+//! follow the last field. A typical checkpoint between windows is about 35 bytes
+//! (plus the link, when paged part-way). Edge keys are gone: the delivery ledger
+//! (`ledger.rs`) decides every repeat.
+//!
+//! Version 1 is fields 1–9 followed by `edge_keys` — varint count
+//! (≤ [`MAX_EDGE_KEYS`]) then each key as u64 little-endian. A version 1 record is
+//! migrated on decode: both passes start at its cursor (its window and next link
+//! are the first pass's; the settle pass rides along, as a v1 window was read with
+//! the full delay), the counters of v2 start at 0, and its edge keys are kept in
+//! [`Cursor::edge_keys`] for the puller to seed into the ledger (as "any status"
+//! entries) before its first checkpoint, which writes v2.
 //!
 //! # Ranges
 //!
@@ -48,8 +63,10 @@
 //! read back from a file must also be *plausible* ([`validate`], applied by
 //! [`recover`], which `StateFile::open` and `peek` use): window instants within
 //! [`MIN_TIME`]..[`MAX_TIME`], `window_end` either 0 or after `window_start` by at
-//! most [`MAX_WINDOW_SPAN`], a next link only while a window is in progress,
-//! counters at most [`MAX_COUNTER`], delay at most [`MAX_DELAY_SECS`]. A CRC-valid
+//! most [`MAX_WINDOW_SPAN`], a next link only while a window is in progress (the
+//! same for the settle pass's `settle_start`/`settle_end`/`settle_link`), a
+//! `window_len` of at most [`MAX_WINDOW_SPAN`], counters at most [`MAX_COUNTER`],
+//! delay at most [`MAX_DELAY_SECS`]. A CRC-valid
 //! record outside them (a forged or bit-rotted-then-re-CRCed file) is corrupt,
 //! handled exactly as a bad CRC: a `window_start` of `i64::MIN` would otherwise
 //! overflow the window arithmetic or make the tenant query the year −292 billion.
@@ -107,6 +124,8 @@
 //! # Version history
 //!
 //! - 1: first format. `tests/fixtures/state/001_v1.state` must keep loading.
+//! - 2: two passes (settle cursor), window length, late/status counters; edge keys
+//!   moved to the delivery ledger. `tests/fixtures/state/002_v2.state`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -125,8 +144,9 @@ pub struct Cursor {
     pub window_end: i64,
     /// Next page of the window being pulled, when it was paged part-way.
     pub next_link: Option<String>,
-    /// Keys (see `record::record_key`) of records at the end edge of the last
-    /// completed window, filtered if the next window repeats them.
+    /// Version 1 only: keys (see `record::record_key`) of records at the end edge of
+    /// the last completed window. Never written (v2); the puller seeds them into the
+    /// delivery ledger and clears them.
     pub edge_keys: Vec<u64>,
     pub requests: u64,
     pub sent: u64,
@@ -137,12 +157,27 @@ pub struct Cursor {
     pub delay_secs: u64,
     /// The service that wrote it (`office365_exchange_message_service` / `_graph_service`).
     pub service: String,
+    /// The settle pass: start of its window being read, or of its next one when
+    /// `settle_end == 0`. Never ahead of `window_start`.
+    pub settle_start: i64,
+    /// End of the settle window being read; 0 when between settle windows.
+    pub settle_end: i64,
+    /// Next page of the settle window, when it was paged part-way.
+    pub settle_link: Option<String>,
+    /// Window length (seconds) sized by the record count of recent windows; 0: none yet.
+    pub window_len: u64,
+    /// Records the settle pass delivered that the first pass had not seen.
+    pub late_events: u64,
+    /// Records delivered again because their Status changed.
+    pub status_changes: u64,
 }
 
 /// First byte of every record.
 pub const MAGIC: u8 = 0xC7;
 /// Payload format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// The first format, still read (and migrated).
+pub const FORMAT_V1: u8 = 1;
 /// Bytes before the payload: magic, version, length, CRC.
 pub const HEADER_LEN: usize = 10;
 /// Largest payload accepted (1 MiB): room for every edge key and the longest link
@@ -251,8 +286,8 @@ fn put_opt_text(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// The payload (format version 1) of a cursor.
-fn encode_payload(c: &Cursor, out: &mut Vec<u8>) {
+/// The payload (format `version`, 1 or 2) of a cursor.
+fn encode_payload(c: &Cursor, version: u8, out: &mut Vec<u8>) {
     put_varint(out, zigzag(c.window_start));
     put_varint(out, zigzag(c.window_end));
     put_varint(out, c.requests);
@@ -270,22 +305,28 @@ fn encode_payload(c: &Cursor, out: &mut Vec<u8>) {
     }
     put_opt_text(out, c.reset_auth.as_deref());
     put_opt_text(out, c.next_link.as_deref());
-    put_varint(out, c.edge_keys.len() as u64);
-    for k in &c.edge_keys {
-        out.extend_from_slice(&k.to_le_bytes());
+    if version == FORMAT_V1 {
+        put_varint(out, c.edge_keys.len() as u64);
+        for k in &c.edge_keys {
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+        return;
     }
+    put_varint(out, zigzag(c.settle_start));
+    put_varint(out, zigzag(c.settle_end));
+    put_opt_text(out, c.settle_link.as_deref());
+    put_varint(out, c.window_len);
+    put_varint(out, c.late_events);
+    put_varint(out, c.status_changes);
 }
 
 /// Why a cursor cannot be written: a field past its bound (`None` when it fits).
 /// `StateFile::checkpoint` refuses such a cursor, so every record on disk decodes.
 pub fn check_bounds(c: &Cursor) -> Option<String> {
-    if c.edge_keys.len() > MAX_EDGE_KEYS {
-        return Some(format!(
-            "{} edge keys, more than the {MAX_EDGE_KEYS} a state record holds",
-            c.edge_keys.len()
-        ));
-    }
-    if c.next_link.as_ref().is_some_and(|l| l.len() > MAX_LINK_LEN) {
+    if [&c.next_link, &c.settle_link]
+        .iter()
+        .any(|l| l.as_ref().is_some_and(|l| l.len() > MAX_LINK_LEN))
+    {
         return Some(format!("next link longer than {MAX_LINK_LEN} bytes"));
     }
     if c.service.len() > MAX_TEXT_LEN {
@@ -302,13 +343,27 @@ pub fn check_bounds(c: &Cursor) -> Option<String> {
     None
 }
 
-/// One framed record (header + payload) for `cursor`, ready to append.
-/// A cursor past the bounds (see [`check_bounds`]) encodes but will not decode.
+/// One framed record (header + payload, format [`FORMAT_VERSION`]) for `cursor`,
+/// ready to append. A cursor past the bounds (see [`check_bounds`]) encodes but will
+/// not decode.
 pub fn encode_record(cursor: &Cursor) -> Vec<u8> {
-    let keys = cursor.edge_keys.len().saturating_mul(8);
-    let mut out = Vec::with_capacity(keys.saturating_add(48));
-    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0]);
-    encode_payload(cursor, &mut out);
+    encode_record_version(cursor, FORMAT_VERSION)
+}
+
+/// A record in format 1 (what msgtrace 0.1.0 wrote): for migration tests and fixtures.
+pub fn encode_record_v1(cursor: &Cursor) -> Vec<u8> {
+    encode_record_version(cursor, FORMAT_V1)
+}
+
+fn encode_record_version(cursor: &Cursor, version: u8) -> Vec<u8> {
+    let keys = if version == FORMAT_V1 {
+        cursor.edge_keys.len().saturating_mul(8)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(keys.saturating_add(64));
+    out.extend_from_slice(&[MAGIC, version, 0, 0, 0, 0, 0, 0, 0, 0]);
+    encode_payload(cursor, version, &mut out);
     let len = out.len().saturating_sub(HEADER_LEN) as u32;
     if let Some(b) = out.get_mut(2..6) {
         b.copy_from_slice(&len.to_le_bytes());
@@ -436,7 +491,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<Cursor, &'static str> {
+fn decode_payload(payload: &[u8], version: u8) -> Result<Cursor, &'static str> {
     let mut r = Reader { buf: payload };
     let window_start = unzigzag(r.varint().ok_or("window start")?);
     let window_end = unzigzag(r.varint().ok_or("window end")?);
@@ -455,6 +510,37 @@ fn decode_payload(payload: &[u8]) -> Result<Cursor, &'static str> {
     };
     let reset_auth = r.opt_text(MAX_TEXT_LEN).ok_or("reset_persistence_auth")?;
     let next_link = r.opt_text(MAX_LINK_LEN).ok_or("next link")?;
+    let mut c = Cursor {
+        window_start,
+        window_end,
+        next_link,
+        edge_keys: Vec::new(),
+        requests,
+        sent,
+        filtered,
+        reset_auth,
+        delay_secs,
+        service,
+        // Version 1 migration: the settle pass starts where the (single) pass was.
+        settle_start: window_start,
+        settle_end: 0,
+        settle_link: None,
+        window_len: 0,
+        late_events: 0,
+        status_changes: 0,
+    };
+    if version != FORMAT_V1 {
+        c.settle_start = unzigzag(r.varint().ok_or("settle start")?);
+        c.settle_end = unzigzag(r.varint().ok_or("settle end")?);
+        c.settle_link = r.opt_text(MAX_LINK_LEN).ok_or("settle link")?;
+        c.window_len = r.varint().ok_or("window length")?;
+        c.late_events = r.varint().ok_or("late events")?;
+        c.status_changes = r.varint().ok_or("status changes")?;
+        if !r.buf.is_empty() {
+            return Err("trailing bytes");
+        }
+        return Ok(c);
+    }
     let count = r.varint().ok_or("edge key count")?;
     let count = usize::try_from(count)
         .ok()
@@ -463,29 +549,18 @@ fn decode_payload(payload: &[u8]) -> Result<Cursor, &'static str> {
     let bytes = r
         .take(count.checked_mul(8).ok_or("edge keys")?)
         .ok_or("edge keys cut short")?;
-    let edge_keys = bytes
+    c.edge_keys = bytes
         .chunks_exact(8)
-        .map(|c| {
+        .map(|k| {
             let mut a = [0u8; 8];
-            a.copy_from_slice(c);
+            a.copy_from_slice(k);
             u64::from_le_bytes(a)
         })
         .collect();
     if !r.buf.is_empty() {
         return Err("trailing bytes");
     }
-    Ok(Cursor {
-        window_start,
-        window_end,
-        next_link,
-        edge_keys,
-        requests,
-        sent,
-        filtered,
-        reset_auth,
-        delay_secs,
-        service,
-    })
+    Ok(c)
 }
 
 /// Read one record at the start of `bytes`: its cursor and length, or why not.
@@ -516,10 +591,10 @@ fn decode_one(bytes: &[u8]) -> Result<(Cursor, usize), TornReason> {
         return Err(TornReason::BadCrc);
     }
     let version = header.get(1).copied().unwrap_or(0);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_V1 {
         return Err(TornReason::NewerVersion(version));
     }
-    let cursor = decode_payload(payload).map_err(TornReason::BadPayload)?;
+    let cursor = decode_payload(payload, version).map_err(TornReason::BadPayload)?;
     Ok((cursor, HEADER_LEN.saturating_add(len)))
 }
 
@@ -548,7 +623,42 @@ pub fn validate(c: &Cursor) -> Result<(), &'static str> {
         }
         _ => {}
     }
-    if c.requests > MAX_COUNTER || c.sent > MAX_COUNTER || c.filtered > MAX_COUNTER {
+    // The settle pass's window, by the same rules (format 2).
+    if !(MIN_TIME..=MAX_TIME).contains(&c.settle_start) {
+        return Err("settle pass start outside 1970-01-01 .. 2200-01-01");
+    }
+    if c.settle_end != 0 {
+        if !(MIN_TIME..=MAX_TIME).contains(&c.settle_end) {
+            return Err("settle pass end outside 1970-01-01 .. 2200-01-01");
+        }
+        if c.settle_end <= c.settle_start {
+            return Err("settle pass end not after its start");
+        }
+        if c.settle_end.saturating_sub(c.settle_start) > MAX_WINDOW_SPAN {
+            return Err("settle pass window longer than 31 days");
+        }
+    }
+    match &c.settle_link {
+        Some(_) if c.settle_end == 0 => return Err("settle pass next link outside a window"),
+        Some(l) if l.is_empty() => return Err("empty settle pass next link"),
+        Some(l) if l.chars().any(char::is_control) => {
+            return Err("control character in the settle pass next link")
+        }
+        _ => {}
+    }
+    if u64::try_from(MAX_WINDOW_SPAN).is_ok_and(|max| c.window_len > max) {
+        return Err("window length longer than 31 days");
+    }
+    if [
+        c.requests,
+        c.sent,
+        c.filtered,
+        c.late_events,
+        c.status_changes,
+    ]
+    .iter()
+    .any(|&n| n > MAX_COUNTER)
+    {
         return Err("counter above 2^53");
     }
     if c.delay_secs > MAX_DELAY_SECS {
@@ -1012,44 +1122,52 @@ pub fn peek(path: &Path) -> Result<Option<(Cursor, u64)>> {
     Ok(recover(&bytes).cursor.map(|c| (c, size)))
 }
 
-/// A cursor in plain words for `state show`, one fact per line.
-pub fn describe(c: &Cursor, now: i64) -> String {
-    use crate::time::{human_duration, rfc3339};
-    let mut s = String::new();
-    s.push_str(&format!("service: {}\n", c.service));
-    if c.window_end != 0 {
-        let paged = if c.next_link.is_some() {
+/// One pass's window in words: being read (paged part-way or not), or the next one.
+fn describe_window(start: i64, end: i64, link: bool) -> String {
+    use crate::time::rfc3339;
+    if end != 0 {
+        let paged = if link {
             ", paged part-way (resumes at the saved next page)"
         } else {
             ""
         };
-        s.push_str(&format!(
-            "window: {} .. {} being pulled{paged}\n",
-            rfc3339(c.window_start),
-            rfc3339(c.window_end)
-        ));
+        format!("{} .. {} being pulled{paged}", rfc3339(start), rfc3339(end))
     } else {
-        s.push_str(&format!(
-            "window: next one starts at {}\n",
-            rfc3339(c.window_start)
-        ));
+        format!("next one starts at {}", rfc3339(start))
     }
-    let target = now.saturating_sub(i64::try_from(c.delay_secs).unwrap_or(i64::MAX));
-    let behind = target.saturating_sub(c.window_start);
+}
+
+/// A cursor in plain words for `state show`, one fact per line: both passes' cursors.
+pub fn describe(c: &Cursor, now: i64) -> String {
+    use crate::time::human_duration;
+    let mut s = String::new();
+    s.push_str(&format!("service: {}\n", c.service));
     s.push_str(&format!(
-        "lag: {} behind now; {} behind the target (now - {} delay)\n",
+        "window: {}\n",
+        describe_window(c.window_start, c.window_end, c.next_link.is_some())
+    ));
+    s.push_str(&format!(
+        "settle pass: {}\n",
+        describe_window(c.settle_start, c.settle_end, c.settle_link.is_some())
+    ));
+    let target = now.saturating_sub(i64::try_from(c.delay_secs).unwrap_or(i64::MAX));
+    let behind = target.saturating_sub(c.settle_start);
+    s.push_str(&format!(
+        "lag: {} behind now; settle pass {} behind the target (now - {} delay)\n",
         human_duration(now.saturating_sub(c.window_start)),
         human_duration(behind),
         human_duration(i64::try_from(c.delay_secs).unwrap_or(i64::MAX))
     ));
     s.push_str(&format!(
-        "counters: {} request(s) made, {} event(s) sent, {} event(s) filtered\n",
-        c.requests, c.sent, c.filtered
+        "counters: {} request(s) made, {} event(s) sent, {} event(s) filtered, {} late event(s), {} status change(s)\n",
+        c.requests, c.sent, c.filtered, c.late_events, c.status_changes
     ));
-    s.push_str(&format!(
-        "edge keys: {} remembered from the last window's end\n",
-        c.edge_keys.len()
-    ));
+    if c.window_len != 0 {
+        s.push_str(&format!(
+            "window length: {} (sized by record count)\n",
+            human_duration(i64::try_from(c.window_len).unwrap_or(i64::MAX))
+        ));
+    }
     s.push_str(&format!(
         "reset_persistence_auth: {}\n",
         c.reset_auth.as_deref().unwrap_or("(none)")
@@ -1095,6 +1213,8 @@ pub fn take_over(
     cursor.service = to_service.to_owned();
     cursor.next_link = None;
     cursor.window_end = 0;
+    cursor.settle_link = None;
+    cursor.settle_end = 0;
     {
         let (mut t, _) = StateFile::open(&target)?;
         t.checkpoint(&cursor)?;
@@ -1152,7 +1272,7 @@ mod tests {
             window_start: if r.below(10) == 0 { pick(r, ws) } else { ws },
             window_end: if r.below(2) == 0 { 0 } else { ws + 900 },
             next_link: (r.below(2) == 0).then(|| r.text(300)),
-            edge_keys: (0..r.below(40)).map(|_| r.next()).collect(),
+            edge_keys: Vec::new(),
             requests: r.next() >> r.below(64),
             sent: r.next() >> r.below(64),
             filtered: r.next() >> r.below(64),
@@ -1163,6 +1283,12 @@ mod tests {
                 1 => SERVICE_GRAPH.to_owned(),
                 _ => r.text(40),
             },
+            settle_start: ws - r.below(90_000) as i64,
+            settle_end: if r.below(2) == 0 { 0 } else { ws + 60 },
+            settle_link: (r.below(2) == 0).then(|| r.text(300)),
+            window_len: r.below(900_000),
+            late_events: r.next() >> r.below(64),
+            status_changes: r.next() >> r.below(64),
         }
     }
 
@@ -1309,28 +1435,31 @@ mod tests {
             window_start: 1_790_000_000,
             window_end: 0,
             next_link: None,
-            edge_keys: vec![1, 2, 3],
+            edge_keys: vec![],
             requests: 12_345,
             sent: 1_234_567,
             filtered: 42,
             reset_auth: Some("2026-01-01".into()),
             delay_secs: 90_000,
             service: SERVICE_GRAPH.into(),
+            settle_start: 1_789_910_000,
+            settle_end: 0,
+            settle_link: None,
+            window_len: 86_400,
+            late_events: 1234,
+            status_changes: 567,
         };
         let n = encode_record(&c).len();
-        // header 10 + ~36 fields + 24 keys
+        // header 10 + ~36 first-pass fields + ~16 settle fields and counters
         assert!(n <= 10 + 40 + 24, "{n}");
-        let bare = Cursor {
-            edge_keys: vec![],
-            ..c.clone()
-        };
+        let bare = c.clone();
         let paged = Cursor {
             window_end: c.window_start + 900,
             next_link: Some("x".repeat(150)),
             ..bare.clone()
         };
         eprintln!(
-            "state: bytes per checkpoint: {} between windows, {n} with 3 edge keys, {} paged with a 150-byte link",
+            "state: bytes per checkpoint: {} between windows ({n} with counters), {} paged with a 150-byte link",
             encode_record(&bare).len(),
             encode_record(&paged).len()
         );
@@ -1492,19 +1621,27 @@ mod tests {
 
     #[test]
     fn bounds_are_enforced() {
+        // Version 1 bounded its edge keys; a v1 record past the bound does not decode.
         let c = Cursor {
             edge_keys: vec![0; MAX_EDGE_KEYS + 1],
             ..Cursor::default()
         };
-        assert!(check_bounds(&c).is_some());
-        let rec = decode_log(&encode_record(&c));
+        let rec = decode_log(&encode_record_v1(&c));
         assert!(matches!(
             rec.torn.unwrap().reason,
             TornReason::BadPayload(_)
         ));
+        // Version 2 writes no edge keys at all: 100,002 of them cannot stop a checkpoint.
+        assert!(check_bounds(&c).is_none());
+        assert!(encode_record(&c).len() < 64);
+        let long = Cursor {
+            settle_link: Some("x".repeat(MAX_LINK_LEN + 1)),
+            ..Cursor::default()
+        };
+        assert!(check_bounds(&long).is_some());
         let ok = Cursor {
-            edge_keys: vec![7; MAX_EDGE_KEYS],
             next_link: Some("x".repeat(MAX_LINK_LEN)),
+            settle_link: Some("y".repeat(MAX_LINK_LEN)),
             service: "s".repeat(MAX_TEXT_LEN),
             reset_auth: Some("r".repeat(MAX_TEXT_LEN)),
             ..Cursor::default()
@@ -1523,6 +1660,7 @@ mod tests {
             delay_secs: 3600,
             service: SERVICE_RWS.into(),
             sent: 5,
+            settle_start: 1_000_000,
             ..Cursor::default()
         };
         let d = describe(&c, 1_000_000 + 2 * 86_400);
@@ -1533,7 +1671,11 @@ mod tests {
             "{d}"
         );
         assert!(
-            d.contains("lag: 2d 0h behind now; 1d 23h behind the target"),
+            d.contains("settle pass: next one starts at 1970-01-12T13:46:40Z"),
+            "{d}"
+        );
+        assert!(
+            d.contains("lag: 2d 0h behind now; settle pass 1d 23h behind the target"),
             "{d}"
         );
         assert!(d.contains("5 event(s) sent"), "{d}");
