@@ -54,7 +54,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::state::{crc32, crc32_update};
+use crate::state::{crc32, crc32_update, put_varint, unzigzag, zigzag, Reader};
 
 /// First byte of every ledger record (the state file uses 0xC7).
 pub const MAGIC: u8 = 0xC8;
@@ -105,23 +105,6 @@ pub fn status_code(status: &str) -> u16 {
 
 // ---------------------------------------------------------------- codec
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(u8::try_from(v & 0x7F).unwrap_or(0) | 0x80);
-        v >>= 7;
-    }
-    out.push(u8::try_from(v).unwrap_or(0));
-}
-
-fn zigzag(v: i64) -> u64 {
-    // Bit reinterpretation, not arithmetic: the protobuf zigzag map.
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ ((v & 1) as i64).wrapping_neg()
-}
-
 /// Append one framed record holding `entries` (at most [`MAX_ENTRIES_PER_RECORD`];
 /// the caller splits larger pages) to `out`.
 pub fn encode_record(entries: &[Entry], out: &mut Vec<u8>) {
@@ -166,36 +149,6 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
         a.copy_from_slice(s);
     }
     u32::from_le_bytes(a)
-}
-
-/// Reads a payload field by field; every read is bounds-checked.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let head = self.buf.get(..n)?;
-        self.buf = self.buf.get(n..)?;
-        Some(head)
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10u32 {
-            let b = *self.take(1)?.first()?;
-            let part = u64::from(b & 0x7F);
-            // The 10th byte may only carry the top bit of a u64.
-            if i == 9 && part > 1 {
-                return None;
-            }
-            v |= part.checked_shl(7u32.checked_mul(i)?)?;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
 }
 
 /// Decode the record at the start of `bytes`, calling `each` for every entry.

@@ -641,18 +641,6 @@ fn every_prefix_of_every_fixture_recovers() {
     }
 }
 
-#[test]
-fn write_failure_is_a_fatal_state_error_dev_full() {
-    let Ok(full) = fs::OpenOptions::new().append(true).open("/dev/full") else {
-        crate::skip!("/dev/full is not available");
-    };
-    let mut sf = StateFile::open_at(Path::new("/dev/full"), full);
-    let err = sf.checkpoint(&cursor(1, 1)).unwrap_err();
-    assert!(matches!(err, Error::State(_)), "{err:?}");
-    assert_eq!(err.exit_code(), 3);
-    assert!(err.to_string().contains("cannot write checkpoint"), "{err}");
-}
-
 /// A real full filesystem: a 16 KiB tmpfs mounted in a private mount namespace
 /// of this test's thread only (needs CAP_SYS_ADMIN; skipped with a note otherwise, a
 /// failure under MSGTRACE_STRICT=1).
