@@ -13,9 +13,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::TokenClient;
+use crate::clock::ClockGuard;
 use crate::config::{Config, InputConfig};
 use crate::error::{Error, Result};
 use crate::output::delivery::Delivery;
+use crate::paging::{LinkVerdict, Paging};
 use crate::source::api::Query;
 use crate::source::PageCtx;
 use crate::state::{Cursor, StateFile};
@@ -87,6 +89,7 @@ pub struct Tenant {
     pub input: InputConfig,
     pub comp: String,
     setup_comp: String,
+    state_dir: std::path::PathBuf,
     agent: ureq::Agent,
     tokens: TokenClient,
     state: StateFile,
@@ -96,6 +99,12 @@ pub struct Tenant {
     pacer: Option<Pacer>,
     phase: Phase,
     once: bool,
+    /// Next-link policy and page cap of the window being paged (SPEC §3).
+    paging: Paging,
+    /// The target never runs ahead of monotonic time (SPEC §3).
+    clock: ClockGuard,
+    /// Entries written to dead letters since start.
+    rejected_entries: u64,
 }
 
 impl Tenant {
@@ -217,6 +226,7 @@ impl Tenant {
             input: input.clone(),
             comp,
             setup_comp,
+            state_dir: cfg.globals.state_dir.clone(),
             agent,
             tokens,
             state,
@@ -226,6 +236,9 @@ impl Tenant {
             cursor: c,
             pacer,
             once,
+            paging: Paging::default(),
+            clock: ClockGuard::default(),
+            rejected_entries: 0,
         })
     }
 
@@ -246,20 +259,23 @@ impl Tenant {
         let api = svc.api;
         if self.phase.is_idle() {
             debug!(self.comp, "pull started");
+            self.paging.new_pull();
         }
         self.advance(|p| p.begin(Pull::new(time::now_millis(), Instant::now())));
+        self.clamp_running(now)?;
+        let pull_now = self.guarded_now(now);
         if self.phase.window().is_none() {
             let Some((s, e)) = window::next_window(
                 api,
                 self.cursor.window_start,
-                now,
+                pull_now,
                 svc.delay_secs,
                 svc.window_secs,
             ) else {
                 return Ok(self.finish_pull(None));
             };
             self.advance(|p| p.enter(s, e));
-            let (behind, pct) = window::progress(self.origin, s, now, svc.delay_secs);
+            let (behind, pct) = window::progress(self.origin, s, pull_now, svc.delay_secs);
             let rate = self.phase.pull().map_or(0.0, Pull::rate);
             info!(
                 self.comp,
@@ -276,6 +292,7 @@ impl Tenant {
         };
         let (ws, we) = (win.start, win.end);
         let next_link = win.next_link.clone();
+        self.paging.window(ws, we);
         if let Some(p) = &mut self.pacer {
             let wait = p.wait(Instant::now());
             if !wait.is_zero() {
@@ -321,6 +338,7 @@ impl Tenant {
             },
             None => None,
         };
+        let used_link = next_link.clone();
         let url = next_link.unwrap_or(query);
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
@@ -366,8 +384,118 @@ impl Tenant {
                 );
                 Ok(Next::After(Duration::ZERO))
             }
-            Err(e) => Ok(self.fail(e)),
+            Err(e) => {
+                if let Some(link) = used_link.as_deref() {
+                    let attempt = self.phase.window().map_or(0, |w| w.attempt);
+                    let gave_up = !e.is_transient() || attempt >= svc.retries;
+                    match self.paging.link_failed(link, e.status(), gave_up) {
+                        LinkVerdict::Keep => {}
+                        verdict => return self.link_verdict(verdict, &e.to_string()),
+                    }
+                }
+                Ok(self.fail(e))
+            }
         }
+    }
+
+    /// SPEC §3: a cursor or window in progress that aged past the API's limit while
+    /// running is clamped at once, and the span that can no longer be pulled logged.
+    fn clamp_running(&mut self, now: i64) -> Result<()> {
+        let svc = &self.input.service;
+        let start = self
+            .phase
+            .window()
+            .map_or(self.cursor.window_start, |w| w.start);
+        let (clamped, lost) = window::clamp_start(svc.api, start, now, self.input.margin_secs);
+        if lost <= 0 {
+            return Ok(());
+        }
+        warning!(
+            self.comp,
+            "the cursor {} aged past the API's limit while running: moved to {}, records of {} ({} to {}) cannot be pulled any more",
+            time::rfc3339(start),
+            time::rfc3339(clamped),
+            time::human_duration(lost),
+            time::rfc3339(start),
+            time::rfc3339(clamped)
+        );
+        // The window in progress (if any) is dropped; the next starts at `clamped`.
+        self.advance(|p| p.page_done(None));
+        self.cursor.window_start = clamped;
+        self.paging.done();
+        self.phase.store(&mut self.cursor);
+        self.checkpoint()
+    }
+
+    /// `now` as far as the pull target may see it: a wall-clock jump forward is held to
+    /// monotonic time since the last step (SPEC §3), and logged once.
+    fn guarded_now(&mut self, now: i64) -> i64 {
+        let target = window::target(now, self.input.service.delay_secs);
+        let (guarded, jump) = self.clock.target(target, Instant::now());
+        if let Some(ahead) = jump {
+            warning!(
+                self.comp,
+                "the wall clock jumped forward ({} ahead of monotonic time): the pull target follows monotonic time, so no window is read before its records exist",
+                time::human_duration(ahead)
+            );
+        }
+        now.saturating_sub(target.saturating_sub(guarded))
+    }
+
+    /// Act on the next-link policy: read the window again from its start, or fail it
+    /// for this period (SPEC §3). `cause` is what happened to the link.
+    fn link_verdict(&mut self, verdict: LinkVerdict, cause: &str) -> Result<Next> {
+        match verdict {
+            LinkVerdict::Keep => Ok(Next::After(Duration::ZERO)),
+            LinkVerdict::Restart(why) => {
+                let (ws, we) = self.phase.window().map_or((0, 0), |w| (w.start, w.end));
+                warning!(
+                    self.comp,
+                    "{why} ({}): the link is dropped and window {} - {} is read again from its start",
+                    crate::log::sanitize_remote(cause),
+                    time::rfc3339(ws),
+                    time::rfc3339(we)
+                );
+                if let Some(w) = self.phase.window_mut() {
+                    w.next_link = None;
+                    w.attempt = 0;
+                }
+                self.phase.store(&mut self.cursor);
+                self.checkpoint()?;
+                Ok(Next::After(Duration::ZERO))
+            }
+            LinkVerdict::Fail(why) => {
+                if let Some(w) = self.phase.window_mut() {
+                    w.next_link = None;
+                }
+                self.phase.store(&mut self.cursor);
+                self.checkpoint()?;
+                let e = Error::Malformed(why);
+                error!(self.comp, "{e}; the window will be retried next period");
+                Ok(self.finish_pull(Some(e)))
+            }
+        }
+    }
+
+    /// Checkpoint the cursor. What a tenant's data put in it (too many edge keys) is
+    /// bounded first, so only this host's disk can fail it (exit 3).
+    fn checkpoint(&mut self) -> Result<()> {
+        if let Some(dropped) = crate::paging::bound_edge_keys(&mut self.cursor.edge_keys) {
+            warning!(
+                self.comp,
+                "{dropped} records at the end second of the window are not remembered for the next window (at most {} are): they may be sent twice",
+                crate::state::MAX_EDGE_KEYS
+            );
+        }
+        if self
+            .cursor
+            .next_link
+            .as_ref()
+            .is_some_and(|l| l.len() > crate::paging::MAX_LINK_LEN)
+        {
+            self.cursor.next_link = None;
+        }
+        self.state.checkpoint(&self.cursor)
     }
 
     /// Stream the page through dedup and the encoder into the outputs, confirm, checkpoint.
@@ -395,7 +523,13 @@ impl Tenant {
         let (mut pending, mut sent, mut filtered) = (0u64, 0u64, 0u64);
         let mut output_err: Option<Error> = None;
         let dedup = &mut self.dedup;
+        let max_records = crate::source::max_page_records(api);
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
+            if sent.saturating_add(filtered) >= max_records {
+                return Err(Error::Malformed(format!(
+                    "the page holds more than {max_records} records (10 times the API's page maximum)"
+                )));
+            }
             match dedup.check(rec.key(), rec.received(), we) {
                 Verdict::Filter => filtered = filtered.saturating_add(1),
                 Verdict::Send => {
@@ -414,7 +548,15 @@ impl Tenant {
             }
             Ok(())
         };
-        let body = resp.into_body().into_reader();
+        let timeout = Duration::try_from_secs_f64(self.input.service.timeout_secs)
+            .unwrap_or(Duration::from_secs(60));
+        let body = http::PageBody::new(
+            resp.into_body().into_reader(),
+            http::page_deadline(timeout),
+            http::page_max_bytes(),
+        );
+        let (body, captured) =
+            crate::deadletter::Capture::new(body, self.paging.dead_letter_armed(url));
         let scanned = api.scan_page(body, &ctx, &mut on_record);
         // Deliver what was scanned, even before a cut: the retry filters it, so nothing
         // already sent goes out twice and nothing is skipped.
@@ -443,14 +585,24 @@ impl Tenant {
             Ok(end) => end,
             Err(e) => {
                 self.phase.store(&mut self.cursor);
-                self.state.checkpoint(&self.cursor)?;
+                if matches!(e.root(), Error::Malformed(_)) {
+                    if let Some(raw) = captured {
+                        let raw = raw.take();
+                        return self.dead_letter(url, &e, &raw, sent.saturating_add(filtered));
+                    }
+                    let attempt = self.phase.window().map_or(0, |w| w.attempt);
+                    self.paging
+                        .page_unparsable(url, attempt >= self.input.service.retries);
+                }
+                self.checkpoint()?;
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
         };
+        self.paging.page_parsed(url);
         // SPEC §10: the token goes only where the page came from; no request is sent.
         let foreign = end.next_link.as_deref();
         if let Some(why) = foreign.and_then(|l| crate::source::link::refusal(url, l)) {
-            self.state.checkpoint(&self.cursor)?;
+            self.checkpoint()?;
             let e = Error::Malformed(why).context(format!("page {}", crate::log::scrub_url(url)));
             return Ok(self.fail(e));
         }
@@ -461,13 +613,77 @@ impl Tenant {
             sent,
             filtered
         );
-        if end.next_link.is_none() {
-            self.cursor.edge_keys = self.dedup.finish_window();
-            self.cursor.window_start = we;
+        match end.next_link.as_deref() {
+            None => {
+                self.paging.done();
+                self.cursor.edge_keys = self.dedup.finish_window();
+                self.cursor.window_start = we;
+            }
+            Some(next) => match self.paging.next_link(url, next) {
+                LinkVerdict::Keep => {}
+                verdict => {
+                    let cause = format!("page {}", crate::log::scrub_url(url));
+                    return self.link_verdict(verdict, &cause);
+                }
+            },
         }
         self.advance(|p| p.page_done(end.next_link));
         self.phase.store(&mut self.cursor);
-        self.state.checkpoint(&self.cursor)?;
+        self.checkpoint()?;
+        Ok(Next::After(Duration::ZERO))
+    }
+
+    /// The page at `url` failed to parse in `MAX_PARSE_FAILURE_PERIODS` periods in a
+    /// row (SPEC §3): what parsed (`parsed` records) was delivered; its raw bytes go to
+    /// a dead letter, the window is closed after it and the tenant goes on. When the
+    /// dead letter cannot be written nothing is skipped: the window fails as before.
+    fn dead_letter(
+        &mut self,
+        url: &str,
+        e: &Error,
+        raw: &crate::deadletter::Captured,
+        parsed: u64,
+    ) -> Result<Next> {
+        let api = self.input.service.api;
+        let (ws, we) = self.phase.window().map_or((0, 0), |w| (w.start, w.end));
+        let page = crate::log::scrub_url(url);
+        let written = crate::deadletter::write(
+            &self.state_dir,
+            &self.input.id,
+            time::now(),
+            url,
+            &e.to_string(),
+            raw,
+        );
+        let path = match written {
+            Ok(p) => p,
+            Err(w) => {
+                self.checkpoint()?;
+                return Ok(self.fail(
+                    Error::Malformed(format!("{e}; the dead letter could not be written: {w}"))
+                        .context(format!("page {page}")),
+                ));
+            }
+        };
+        let rejected = crate::deadletter::count_entries(api, &raw.bytes)
+            .saturating_sub(parsed)
+            .max(1);
+        self.rejected_entries = self.rejected_entries.saturating_add(rejected);
+        warning!(
+            self.comp,
+            "page {page} failed to parse in {} periods in a row ({e}): the {parsed} record(s) that parsed were delivered, the raw page is in the dead letter {} ({rejected} rejected entries, rejected_entries {}); window {} - {} ends after this page",
+            crate::deadletter::MAX_PARSE_FAILURE_PERIODS,
+            path.display(),
+            self.rejected_entries,
+            time::rfc3339(ws),
+            time::rfc3339(we)
+        );
+        self.paging.done();
+        self.cursor.edge_keys = self.dedup.finish_window();
+        self.cursor.window_start = we;
+        self.advance(|p| p.page_done(None));
+        self.phase.store(&mut self.cursor);
+        self.checkpoint()?;
         Ok(Next::After(Duration::ZERO))
     }
 

@@ -35,6 +35,22 @@ pub const MAX_BUFFER: usize = 1024 * 1024;
 /// levels deep; Graph elements are flat). Bounds recursion and the tag stack.
 pub const MAX_DEPTH: usize = 32;
 
+/// Most entries Microsoft puts on one Reporting Web Service page (SPEC §2).
+pub const RWS_PAGE_MAX: u64 = 2000;
+/// A page may hold this many times the API's page maximum (`RWS_PAGE_MAX`, Graph's
+/// largest `$top`); beyond it the page is malformed (SPEC §3): memory and the
+/// per-window lists stay bounded whatever one tenant's server sends.
+pub const PAGE_RECORDS_FACTOR: u64 = 10;
+
+/// The record cap of one page of `api`.
+pub fn max_page_records(api: Api) -> u64 {
+    let page = match api {
+        Api::Reporting => RWS_PAGE_MAX,
+        Api::Graph => u64::from(api::GRAPH_TOP),
+    };
+    page.saturating_mul(PAGE_RECORDS_FACTOR)
+}
+
 /// What the scanner needs to know about the request that produced the body.
 #[derive(Debug, Clone, Copy)]
 pub struct PageCtx<'a> {
@@ -142,7 +158,7 @@ impl<R: Read> Chunked<R> {
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Transport(format!("reading the response body: {e}"))),
+                Err(e) => return Err(crate::http::body_error(e)),
             }
         }
     }
