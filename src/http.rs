@@ -33,8 +33,35 @@ pub fn query(agent: &ureq::Agent, api: Api, url: &str, token: &str) -> Result<Re
         return Ok(resp);
     }
     let retry_after = retry_after(&resp);
+    if let Some(to) = redirect_target(&resp) {
+        return Err(Error::Http {
+            status,
+            message: to,
+            retry_after: None,
+        });
+    }
     let body = read_error_body(resp);
     Err(api.answer_error(status, &body, retry_after))
+}
+
+/// For a 3xx answer: where it points, in words (msgtrace follows no redirect: the
+/// token would go along). `None` for any other status.
+pub fn redirect_target(resp: &Response) -> Option<String> {
+    let status = resp.status().as_u16();
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::log::sanitize_remote);
+    Some(match location {
+        Some(l) if !l.is_empty() => format!(
+            "redirect to {l}: msgtrace follows no redirects — configure the URL it points to if it is Microsoft's"
+        ),
+        _ => "redirect without a Location header: msgtrace follows no redirects".to_string(),
+    })
 }
 
 /// Error bodies are read up to this many bytes: enough for Microsoft's JSON/XML error
@@ -105,13 +132,21 @@ pub fn retry_after(resp: &Response) -> Option<u64> {
 
 /// Read at most `MAX_ERROR_BODY` bytes of a body.
 pub fn read_error_body(resp: Response) -> Vec<u8> {
+    read_bounded(resp).0
+}
+
+/// Read at most `MAX_ERROR_BODY` bytes of a body; `true` when the body was longer
+/// (one byte more is read to tell).
+pub fn read_bounded(resp: Response) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let _ = resp
         .into_body()
         .into_reader()
-        .take(MAX_ERROR_BODY)
+        .take(MAX_ERROR_BODY.saturating_add(1))
         .read_to_end(&mut out);
-    out
+    let over = out.len() as u64 > MAX_ERROR_BODY;
+    out.truncate(usize::try_from(MAX_ERROR_BODY).unwrap_or(usize::MAX));
+    (out, over)
 }
 
 /// Shortest page deadline: a 10-MB page over a slow link must still fit.
