@@ -102,6 +102,15 @@ fn token(sh: &Shared, req: &Request, tenant: &str, v2: bool) -> Response {
         );
     }
     let faults = sh.faults();
+    if let Some(n) = faults.token_body_bytes {
+        let mut body = String::with_capacity(n + 64);
+        body.push_str("{\"token_type\":\"Bearer\",\"expires_in\":3599,\"pad\":\"");
+        while body.len() < n {
+            body.push('x');
+        }
+        body.push_str("\",\"access_token\":\"never-read\"}");
+        return json(200, body);
+    }
     if faults.rate_token_503 > 0.0 {
         let key = format!(
             "token {} {}",
@@ -445,6 +454,12 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         );
     }
     let faults = sh.faults();
+    if let Some(to) = &faults.redirect_to {
+        return (
+            tenant,
+            Response::new(302, "text/html", "<h1>Object moved</h1>\n").with_header("Location", to),
+        );
+    }
     if faults.echo_auth_header {
         let mut text = String::from("\u{1b}[2Jrequest refused, you sent:\r\n");
         for (k, v) in &req.headers {
@@ -496,6 +511,18 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             Err(_) => return (tenant, odata_error(400, "", "Invalid $skiptoken.")),
         },
     };
+    let spec = sh.opts.tenants.get(ti).cloned();
+    if let Some(code) = spec.as_ref().and_then(|t| t.next_fail_once) {
+        if skip > 0 && sh.lock().next_failed.insert(ti) {
+            return (
+                tenant,
+                odata_error(code, "", "Invalid $skiptoken: the token has expired."),
+            );
+        }
+    }
+    let repeat_next = spec.as_ref().is_some_and(|t| t.repeat_next);
+    let broken_entry = skip > 0 && spec.as_ref().is_some_and(|t| t.malformed_next_pages);
+    let hostile = spec.as_ref().map_or(super::BodyFault::None, |t| t.body);
     let fault = if storm(sh, ti) {
         Fault::Unavailable
     } else {
@@ -597,9 +624,16 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             f.from_ip, f.size, f.trace_id
         );
         served.push((f.trace_id, f.recipient));
+        if broken_entry && i == 1 {
+            x.push_str("  <entry>\r\n    <content type=\"application/xml\">\r\n      <m:properties>\r\n        <d:Subject>broken</d:Wrong>\r\n      </m:properties>\r\n    </content>\r\n  </entry>\r\n");
+        }
     }
     if more {
-        let next = skip + page.len();
+        let next = if repeat_next {
+            page_size
+        } else {
+            skip + page.len()
+        };
         let page_no = skip / page_size + 1;
         let rel = format!(
             "MessageTrace?$filter={}&amp;$skiptoken={next}",
@@ -616,6 +650,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     x.push_str("</feed>");
     let mut resp = Response::new(200, "application/atom+xml;type=feed;charset=utf-8", x)
         .with_header("DataServiceVersion", "2.0;");
+    resp.hostile = hostile;
     if fault == Fault::Cut {
         resp.cut_at = Some(cut_point(&resp.body, b"<entry>"));
     } else {

@@ -556,3 +556,335 @@ fn foreign_next_link_in_the_state_file_gets_no_request() {
         .unwrap_or_else(|| panic!("not refused:\n{log}"));
     eprintln!("hostile: saved foreign link: {line}");
 }
+
+// ---------------------------------------------------------------- faults that must not stall
+// (issue 14 "Stalls and loops", "Isolation", "Messages"; SPEC §3)
+
+/// Tenants t000 (faulty, `spec`) and t001 (healthy), RWS pages of 5.
+fn faulty_and_healthy(spec: TenantSpec) -> EmuOptions {
+    let names = many_tenants(2);
+    EmuOptions {
+        tenants: vec![
+            TenantSpec {
+                tenant_id: names[0].1.clone(),
+                client_id: names[0].2.clone(),
+                client_secret: names[0].3.clone(),
+                ..spec
+            },
+            TenantSpec::new(&names[1].1),
+        ],
+        page_size: 5,
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    }
+}
+
+fn requests_of(emu: &Emulator, tenant: &str) -> usize {
+    emu.request_log()
+        .iter()
+        .filter(|r| r.api == "rws" && r.tenant == tenant)
+        .count()
+}
+
+fn assert_second_up_to_date(log: &str) {
+    let second = input_name("t001");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("({second},1001,"))
+                && l.contains("Remote data is up to date!")),
+        "the healthy tenant did not finish:\n{log}"
+    );
+}
+
+#[test]
+fn a_next_link_loop_is_dropped_and_bounded() {
+    let emu = Emulator::start(faulty_and_healthy(TenantSpec {
+        repeat_next: true,
+        ..TenantSpec::new("x")
+    }));
+    let w = two_tenants("hostile-next-loop", &emu);
+    let started = Instant::now();
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    let faulty = many_tenants(2)[0].1.clone();
+    let n = requests_of(&emu, &faulty);
+    let line = log
+        .lines()
+        .find(|l| l.contains("repeats a link already followed in this window"))
+        .unwrap_or_else(|| panic!("loop not seen:\n{log}"));
+    assert!(line.contains("is read again from its start"), "{line}");
+    assert!(
+        log.contains("the window was read again 3 times in this pull already"),
+        "{log}"
+    );
+    // 4 reads of the window (first page + the looping second), then the window fails.
+    assert!(n <= 10, "{n} requests for a looping tenant:\n{log}");
+    assert_second_up_to_date(&log);
+    eprintln!(
+        "hostile: next-link loop: {n} requests in {:.1}s (before: 676 in 30 s): {line}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn an_expired_skiptoken_is_dropped_and_the_window_read_again() {
+    let emu = Emulator::start(faulty_and_healthy(TenantSpec {
+        next_fail_once: Some(400),
+        ..TenantSpec::new("x")
+    }));
+    let w = two_tenants("hostile-next-400", &emu);
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("the next link was answered 400"))
+        .unwrap_or_else(|| panic!("4xx next link not dropped:\n{log}"));
+    assert!(line.contains("is read again from its start"), "{line}");
+    // Nothing twice: the window's first page, read again, is filtered.
+    let events = w.read("events.jsonl");
+    let mut keys: Vec<_> = crate::harness::json_lines(&events)
+        .iter()
+        .map(crate::harness::event_key)
+        .collect();
+    let total = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), total, "duplicates delivered");
+    assert!(total > 100, "{total} events");
+    assert_second_up_to_date(&log);
+    eprintln!("hostile: expired skiptoken: {total} events, none twice: {line}");
+}
+
+/// Peak RSS (VmHWM, KiB) of a `run --once` with `env`, and its stderr.
+fn run_once_peak(w: &Workdir, env: &[(&str, &str)], limit: Duration) -> (Option<i32>, String, u64) {
+    let mut p = w.spawn_log(RUN_ONCE, env, "run.log");
+    let started = Instant::now();
+    let mut peak = 0;
+    let code = loop {
+        if let Some(k) = crate::harness::vm_hwm_kib(p.pid() as u32) {
+            peak = peak.max(k);
+        }
+        if let Some(st) = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            break st.code();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no exit within {limit:?}:\n{}",
+            w.read("run.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, w.read("run.log"), peak)
+}
+
+#[test]
+fn endless_and_slowloris_bodies_are_cut_and_the_healthy_tenant_is_not_held_up() {
+    let names = many_tenants(3);
+    let spec = |i: usize, body| TenantSpec {
+        body,
+        ..TenantSpec::new(&names[i].1)
+    };
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![
+            spec(0, crate::emulator::BodyFault::Endless),
+            spec(1, crate::emulator::BodyFault::Slowloris { ms: 200 }),
+            spec(2, crate::emulator::BodyFault::None),
+        ],
+        page_size: 5,
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = names.clone();
+    cfg.cutoff_days = 1;
+    cfg.service_extra = String::new();
+    let yaml = cfg.yaml().replace(
+        "requests_retries_before_error_in_units: 5",
+        "requests_retries_before_error_in_units: 1",
+    );
+    let w = Workdir::new("hostile-bodies");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &yaml);
+    let started = Instant::now();
+    let (code, log, peak) = run_once_peak(
+        &w,
+        &[
+            ("MSGTRACE_PAGE_DEADLINE_SECS", "3"),
+            ("MSGTRACE_PAGE_MAX_BYTES", "4194304"),
+        ],
+        secs(60),
+    );
+    let wall = started.elapsed();
+    let healthy = input_name("t002");
+    let done = log
+        .lines()
+        .find(|l| {
+            l.contains(&format!("({healthy},1002,")) && l.contains("Remote data is up to date!")
+        })
+        .unwrap_or_else(|| panic!("healthy tenant not done:\n{log}"));
+    let cut_bytes = log
+        .lines()
+        .find(|l| l.contains("the page is larger than 4194304 bytes"))
+        .unwrap_or_else(|| panic!("endless body not cut:\n{log}"));
+    let cut_time = log
+        .lines()
+        .find(|l| l.contains("the page was not complete within its deadline of 3 s"))
+        .unwrap_or_else(|| panic!("slowloris body not cut:\n{log}"));
+    assert_eq!(code, Some(3), "{log}");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    eprintln!(
+        "hostile: endless/slowloris: run {:.1}s, peak RSS {} KiB\n  {done}\n  {cut_bytes}\n  {cut_time}",
+        wall.as_secs_f64(),
+        peak
+    );
+}
+
+#[test]
+fn a_page_malformed_three_periods_in_a_row_becomes_a_dead_letter() {
+    let emu = Emulator::start(faulty_and_healthy(TenantSpec {
+        malformed_next_pages: true,
+        ..TenantSpec::new("x")
+    }));
+    let w = two_tenants("hostile-deadletter", &emu);
+    let yaml = w.read("config/config.yaml").replace(
+        "requests_retries_before_error_in_units: 5",
+        "requests_retries_before_error_in_units: 0",
+    );
+    w.write("config/config.yaml", &yaml);
+    let mut p = w.spawn_log(&["run", "-c", "config/config.yaml"], &[], "run.log");
+    let log = w.wait_log("run.log", "rejected_entries", secs(50));
+    let line = log
+        .lines()
+        .find(|l| l.contains("rejected_entries"))
+        .unwrap_or_else(|| panic!("{log}"))
+        .to_string();
+    // The tenant goes on: the next window's pipeline starts after the dead letter.
+    let first = input_name("t000");
+    let started = Instant::now();
+    let log_after = loop {
+        let log = w.read("run.log");
+        let after = log.split(line.as_str()).nth(1).unwrap_or("").to_string();
+        if after
+            .lines()
+            .any(|l| l.contains(&format!("({first},1000,")) && l.contains("Running a new pipeline"))
+        {
+            break log;
+        }
+        assert!(
+            started.elapsed() < secs(10),
+            "the tenant did not go on:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    p.kill9();
+    assert!(
+        line.contains("failed to parse in 3 periods in a row"),
+        "{line}"
+    );
+    assert!(line.contains("ends after this page"), "{line}");
+    let dead: Vec<_> = std::fs::read_dir(w.file("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deadletter"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(line.contains(&dead[0].display().to_string()), "{line}");
+    let text = std::fs::read_to_string(&dead[0]).unwrap();
+    assert!(text.contains("</d:Wrong>"), "{text}");
+    assert!(!text.contains("secret-"), "{text}");
+    let mode = std::fs::metadata(&dead[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_second_up_to_date(&log_after);
+    eprintln!("hostile: dead letter: {line}");
+}
+
+#[test]
+fn a_cursor_aging_past_the_limit_while_running_is_clamped() {
+    let names = many_tenants(1);
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![TenantSpec {
+            unavailable: true,
+            ..TenantSpec::new(&names[0].1)
+        }],
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = names;
+    let w = Workdir::new("hostile-aging");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    std::fs::create_dir_all(w.file("state")).unwrap();
+    std::fs::set_permissions(w.file("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // 4 s inside the oldest start the API allows (10 days less the 60 s margin).
+    let start = msgtrace::time::now() - 10 * 86_400 + 60 + 4;
+    let saved = msgtrace::state::Cursor {
+        window_start: start,
+        delay_secs: 3600,
+        service: RWS.into(),
+        ..Default::default()
+    };
+    let path = state_of(&w, "1000");
+    std::fs::write(&path, msgtrace::state::encode_record(&saved)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut p = w.spawn_log(&["run", "-c", "config/config.yaml"], &[], "run.log");
+    let log = w.wait_log(
+        "run.log",
+        "aged past the API's limit while running",
+        secs(30),
+    );
+    p.kill9();
+    let line = log
+        .lines()
+        .find(|l| l.contains("aged past the API's limit while running"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("WARNING") || line.to_lowercase().contains("warn"),
+        "{line}"
+    );
+    assert!(line.contains(&msgtrace::time::rfc3339(start)), "{line}");
+    assert!(line.contains("cannot be pulled any more"), "{line}");
+    assert!(!log.contains("StartDate can't be older"), "{log}");
+    eprintln!("hostile: aging cursor: {line}");
+}
+
+#[test]
+fn an_oversized_token_answer_says_so() {
+    let emu = Emulator::start(EmuOptions {
+        faults: Faults {
+            token_body_bytes: Some(1 << 20),
+            ..Faults::default()
+        },
+        ..small()
+    });
+    let w = two_tenants("hostile-token-size", &emu);
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    let line = log
+        .lines()
+        .find(|l| l.contains("over the 16 KiB limit"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(!line.contains("not with JSON"), "{line}");
+    eprintln!("hostile: token size: {line}");
+}
+
+#[test]
+fn a_redirect_shows_its_location() {
+    let emu = Emulator::start(EmuOptions {
+        faults: Faults {
+            redirect_to: Some("https://elsewhere.example/moved".into()),
+            ..Faults::default()
+        },
+        ..small()
+    });
+    let w = two_tenants("hostile-redirect", &emu);
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    let line = log
+        .lines()
+        .find(|l| l.contains("redirect to https://elsewhere.example/moved"))
+        .unwrap_or_else(|| panic!("{log}"));
+    eprintln!("hostile: redirect: {line}");
+}
