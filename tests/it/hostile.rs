@@ -888,3 +888,123 @@ fn a_redirect_shows_its_location() {
         .unwrap_or_else(|| panic!("{log}"));
     eprintln!("hostile: redirect: {line}");
 }
+
+fn devo_cfg(
+    pki: &crate::receivers::Pki,
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+) -> msgtrace::config::TlsOutput {
+    msgtrace::config::TlsOutput {
+        address: "127.0.0.1".into(),
+        port,
+        tls: true,
+        chain: Some(pki.path("ca.pem")),
+        cert: Some(cert),
+        key: Some(key),
+        tag: "cloud.office365.messagetracing".into(),
+    }
+}
+
+fn quick() -> msgtrace::output::Timeouts {
+    msgtrace::output::Timeouts {
+        connect: secs(5),
+        io: secs(5),
+        drain: secs(5),
+    }
+}
+
+#[test]
+fn a_ca_certificate_served_by_the_receiver_gets_words() {
+    use crate::receivers::{Pki, RawOptions, RawReceiver, TempDir};
+    use msgtrace::output::Sink;
+    let dir = TempDir::new("hostile-ca-ee");
+    let pki = Pki::create(dir.path());
+    let rx = RawReceiver::start(
+        &pki,
+        RawOptions {
+            serve_ca: true,
+            require_client_cert: false,
+            ..RawOptions::default()
+        },
+    );
+    let cfg = devo_cfg(
+        &pki,
+        rx.port,
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let mut sink = msgtrace::output::devo::DevoSink::open("devo_1", &cfg, quick()).unwrap();
+    let e = sink.ensure_ready().unwrap_err().to_string();
+    assert!(e.contains("is a CA certificate"), "{e}");
+    assert!(
+        !e.contains("OtherError") && !e.contains("CaUsedAsEndEntity"),
+        "{e}"
+    );
+    eprintln!("hostile: CA as end entity: {e}");
+}
+
+#[test]
+fn an_x509_v1_client_certificate_is_named() {
+    use crate::receivers::{Pki, TempDir};
+    let dir = TempDir::new("hostile-v1");
+    let pki = Pki::create(dir.path());
+    let (key, csr, cert) = (
+        dir.path().join("v1.key"),
+        dir.path().join("v1.csr"),
+        dir.path().join("v1.pem"),
+    );
+    let sh = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let s = |p: &PathBuf| p.display().to_string();
+    let made = sh(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &s(&key),
+    ]) && sh(&[
+        "req",
+        "-new",
+        "-key",
+        &s(&key),
+        "-subj",
+        "/CN=msgtrace-client",
+        "-out",
+        &s(&csr),
+    ]) && sh(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-signkey",
+        &s(&key),
+        "-days",
+        "2",
+        "-out",
+        &s(&cert),
+    ]);
+    if !made {
+        crate::harness::missing("openssl is needed to make an X.509 v1 certificate");
+        return;
+    }
+    let cfg = devo_cfg(&pki, 9, cert, key);
+    let e = match msgtrace::output::devo::DevoSink::open("devo_1", &cfg, quick()) {
+        Ok(_) => panic!("a v1 client certificate was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("X.509 v1 certificate: rustls needs v3 — reissue it with extensions"),
+        "{e}"
+    );
+    assert!(!e.contains("not a usable RSA or ECDSA private key"), "{e}");
+    eprintln!("hostile: v1 client certificate: {e}");
+}
