@@ -646,7 +646,7 @@ impl Peer {
                     ))
                 }
                 other => Error::Tls(format!(
-                    "{label}: the receiver's certificate {} — check the receiver's certificate and `chain`",
+                    "{label}: the receiver's certificate {}",
                     cert_problem(other)
                 )),
             },
@@ -1014,7 +1014,7 @@ fn cert_problem(e: &CertificateError) -> String {
         ),
     ];
     known.iter().find(|(k, _)| name.contains(k)).map_or_else(
-        || format!("is not acceptable ({name})"),
+        || format!("is not acceptable ({name}) — check the receiver's certificate and `chain`"),
         |(_, w)| (*w).to_string(),
     )
 }
