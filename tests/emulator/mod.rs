@@ -145,6 +145,10 @@ pub struct TenantSpec {
     pub body: BodyFault,
     /// RWS: pages after the first hold a broken entry after their first two entries.
     pub malformed_next_pages: bool,
+    /// RWS: next links carry a `pad` parameter of this many bytes (a 900 KB link).
+    pub next_pad: usize,
+    /// RWS entries per page for this tenant (`EmuOptions::page_size` when `None`).
+    pub page_size: Option<usize>,
 }
 
 /// A hostile response body (issue 14).
@@ -177,6 +181,8 @@ impl TenantSpec {
             next_fail_once: None,
             body: BodyFault::None,
             malformed_next_pages: false,
+            next_pad: 0,
+            page_size: None,
         }
     }
     pub fn with_secret(mut self, secret: &str) -> TenantSpec {

@@ -558,7 +558,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         .into_iter()
         .filter(|r| (r.secs, r.nanos) >= start && (r.secs, r.nanos) < end)
         .collect();
-    let page_size = sh.opts.page_size.max(1);
+    let page_size = spec
+        .as_ref()
+        .and_then(|t| t.page_size)
+        .unwrap_or(sh.opts.page_size)
+        .max(1);
     let page: &[Rec] = recs.get(skip..).unwrap_or(&[]);
     let page = page.get(..page_size.min(page.len())).unwrap_or(&[]);
     let more = skip + page.len() < recs.len();
@@ -635,9 +639,15 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             skip + page.len()
         };
         let page_no = skip / page_size + 1;
+        let pad = spec.as_ref().map_or(0, |t| t.next_pad);
         let rel = format!(
-            "MessageTrace?$filter={}&amp;$skiptoken={next}",
-            pct_encode(filter)
+            "MessageTrace?$filter={}&amp;$skiptoken={next}{}",
+            pct_encode(filter),
+            if pad > 0 {
+                format!("&amp;pad={}", "x".repeat(pad))
+            } else {
+                String::new()
+            }
         );
         // Odd next pages get an absolute link, even ones a link relative to xml:base.
         let href = if page_no % 2 == 1 && foreign.is_none() {

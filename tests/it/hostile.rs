@@ -1008,3 +1008,86 @@ fn an_x509_v1_client_certificate_is_named() {
     assert!(!e.contains("not a usable RSA or ECDSA private key"), "{e}");
     eprintln!("hostile: v1 client certificate: {e}");
 }
+
+/// `run` (not `--once`) of `opts` (see `faulty_and_healthy`) with no retries: waits
+/// for `needle`, then asserts the process still runs and the healthy tenant is up to date.
+fn daemon_survives(
+    name: &str,
+    opts: EmuOptions,
+    delay: u64,
+    needle: &str,
+    limit: Duration,
+    healthy_done: bool,
+) -> String {
+    let emu = Emulator::start(opts);
+    let w = two_tenants(name, &emu);
+    let yaml = w
+        .read("config/config.yaml")
+        .replace(
+            "requests_retries_before_error_in_units: 5",
+            "requests_retries_before_error_in_units: 0",
+        )
+        .replace(
+            "override_time_delay_in_seconds: 3600",
+            &format!("override_time_delay_in_seconds: {delay}"),
+        );
+    w.write("config/config.yaml", &yaml);
+    let mut p = w.spawn_log(&["run", "-c", "config/config.yaml"], &[], "run.log");
+    let log = w.wait_log("run.log", needle, limit);
+    // The next period comes and goes: still running, no exit 3.
+    std::thread::sleep(secs(2));
+    let status = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+    let log_after = w.read("run.log");
+    p.kill9();
+    assert!(
+        status.is_none(),
+        "the process ended ({status:?}):\n{log_after}"
+    );
+    if healthy_done {
+        assert_second_up_to_date(&log_after);
+    }
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_900_kb_next_link_is_refused_not_fatal() {
+    let line = daemon_survives(
+        "hostile-huge-link",
+        faulty_and_healthy(TenantSpec {
+            next_pad: 900 * 1024,
+            ..TenantSpec::new("x")
+        }),
+        3600,
+        "more than the 65536 kept: refused as malformed",
+        secs(40),
+        true,
+    );
+    assert!(line.contains("is read again from its start"), "{line}");
+    eprintln!("hostile: 900 KB next link: {line}");
+}
+
+#[test]
+fn a_page_over_the_record_cap_is_malformed_not_fatal() {
+    // One window (a day back, 23 h delay) of 21,000 records: one page for the faulty
+    // tenant, pages of 2000 for the other (which is slow in a debug build: not awaited).
+    let opts = EmuOptions {
+        page_size: 2000,
+        records_per_hour: 21_000,
+        ..faulty_and_healthy(TenantSpec {
+            page_size: Some(1_000_000),
+            ..TenantSpec::new("x")
+        })
+    };
+    let line = daemon_survives(
+        "hostile-record-cap",
+        opts,
+        23 * 3600,
+        "the page holds more than 20000 records",
+        secs(50),
+        false,
+    );
+    eprintln!("hostile: record cap: {line}");
+}
