@@ -608,6 +608,11 @@ fn a_next_link_loop_is_dropped_and_bounded() {
     let log = stderr(&out);
     let faulty = many_tenants(2)[0].1.clone();
     let n = requests_of(&emu, &faulty);
+    eprintln!(
+        "hostile: next-link loop figure: {n} requests of the looping tenant, run {:.1}s, exit {:?}",
+        started.elapsed().as_secs_f64(),
+        out.status.code()
+    );
     let line = log
         .lines()
         .find(|l| l.contains("repeats a link already followed in this window"))
@@ -716,6 +721,10 @@ fn endless_and_slowloris_bodies_are_cut_and_the_healthy_tenant_is_not_held_up() 
         secs(60),
     );
     let wall = started.elapsed();
+    eprintln!(
+        "hostile: bodies figure: run {:.1}s, peak RSS {peak} KiB, exit {code:?}",
+        wall.as_secs_f64()
+    );
     let healthy = input_name("t002");
     let done = log
         .lines()
