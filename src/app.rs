@@ -1,17 +1,34 @@
 //! The commands: what `msgtrace run|check|state` do, and their exit codes.
 //!
 //! Owns: config path resolution at the top, the start banner, printing check steps and
-//! state. Must not: parse arguments (`cli`) or hold pulling logic (`run`, `pull`).
+//! state, choosing this replica's inputs (`--shard`/`MSGTRACE_SHARD`, the hash lives in
+//! `shard`) and idling when its shard owns none. Must not: parse arguments (`cli`) or hold pulling logic (`run`, `pull`).
 
 use std::path::Path;
 
 use crate::cli::{CheckCmd, Cli, Command, RunCmd, StateCmd};
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
+use crate::shard::Shard;
 use crate::{info, time, warning};
 
 /// `msgtrace 0.1.0 (x86_64-unknown-linux-musl, release)`.
 pub fn version_line() -> String {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    format!(
+        "msgtrace {} ({}, {})",
+        env!("CARGO_PKG_VERSION"),
+        target(),
+        profile
+    )
+}
+
+/// The target this binary was built for, e.g. `x86_64-unknown-linux-musl`.
+pub fn target() -> String {
     let env = if cfg!(target_env = "musl") {
         "musl"
     } else if cfg!(target_env = "gnu") {
@@ -19,18 +36,11 @@ pub fn version_line() -> String {
     } else {
         "unknown"
     };
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
     format!(
-        "msgtrace {} ({}-unknown-{}-{}, {})",
-        env!("CARGO_PKG_VERSION"),
+        "{}-unknown-{}-{}",
         std::env::consts::ARCH,
         std::env::consts::OS,
-        env,
-        profile
+        env
     )
 }
 
@@ -71,8 +81,30 @@ fn load(flag: Option<&Path>) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The shard of this replica: `--shard`, else `$MSGTRACE_SHARD`, else none (all inputs).
+fn shard(flag: Option<&str>) -> Result<Option<Shard>> {
+    let (text, source) = match flag {
+        Some(f) => (f.to_string(), "--shard"),
+        None => match std::env::var("MSGTRACE_SHARD") {
+            Ok(v) if !v.trim().is_empty() => (v, "MSGTRACE_SHARD"),
+            _ => return Ok(None),
+        },
+    };
+    crate::shard::parse(&text, crate::output::tls::host_name(), source).map(Some)
+}
+
+/// Keep only the inputs whose tenant this shard owns; returns (owned, enabled before).
+fn apply_shard(cfg: &mut Config, shard: Shard) -> (usize, usize) {
+    let before = cfg.inputs.iter().filter(|i| i.enabled).count();
+    cfg.inputs
+        .retain(|i| shard.owns(i.credentials.tenant_id.expose()));
+    let owned = cfg.inputs.iter().filter(|i| i.enabled).count();
+    (owned, before)
+}
+
 fn cmd_run(c: &RunCmd) -> Result<u8> {
-    let cfg = load(c.config.as_deref())?;
+    let shard = shard(c.shard.as_deref())?;
+    let mut cfg = load(c.config.as_deref())?;
     info!(
         "MainProcess::MainThread",
         "{{\"collector_name\": \"{}\", \"collector_version\": \"{}\", \"build\": \"{}\", \"config\": \"{}\", \"started_at\": \"{}\"}}",
@@ -83,7 +115,51 @@ fn cmd_run(c: &RunCmd) -> Result<u8> {
         humantime::format_rfc3339_micros(std::time::SystemTime::now())
     );
     crate::preflight::run(&cfg)?;
+    if let Some(s) = shard {
+        let (owned, before) = apply_shard(&mut cfg, s);
+        let names: Vec<String> = cfg
+            .inputs
+            .iter()
+            .filter(|i| i.enabled)
+            .map(|i| format!("{}#{}", i.name, i.id))
+            .collect();
+        info!(
+            "MainProcess::MainThread",
+            "shard {s}: this replica runs {owned} of {before} enabled input(s){}{}",
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
+        if owned == 0 {
+            return idle(&cfg, c.once);
+        }
+    }
     crate::run::run(&cfg, c.once)
+}
+
+/// A shard that owns no tenant: nothing to pull or send. `--once` ends at once; otherwise
+/// the replica waits for SIGTERM and answers its probes (ready: it has nothing to do).
+fn idle(cfg: &Config, once: bool) -> Result<u8> {
+    if once {
+        info!(
+            "MainProcess::MainThread",
+            "nothing to do: this shard owns no input"
+        );
+        return Ok(0);
+    }
+    crate::run::install_signals();
+    let mut quiet = cfg.clone();
+    quiet.outputs.clear();
+    crate::metrics::start(&quiet)?;
+    info!(
+        "MainProcess::MainThread",
+        "this shard owns no input: idle until stopped"
+    );
+    while !crate::run::stop_requested() {
+        crate::metrics::heartbeat();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    info!("MainProcess::MainThread", "stopped");
+    Ok(0)
 }
 
 fn cmd_check(c: &CheckCmd) -> Result<u8> {
@@ -102,7 +178,14 @@ fn cmd_check(c: &CheckCmd) -> Result<u8> {
 }
 
 fn cmd_state(c: &StateCmd) -> Result<u8> {
-    let cfg = load(c.config.as_deref())?;
+    let shard = shard(c.shard.as_deref())?;
+    let mut cfg = load(c.config.as_deref())?;
+    if let Some(s) = shard {
+        let total = cfg.inputs.len();
+        cfg.inputs
+            .retain(|i| s.owns(i.credentials.tenant_id.expose()));
+        println!("shard {s} owns {} of {total} input(s)", cfg.inputs.len());
+    }
     let now = time::now();
     let chosen: Vec<_> = cfg
         .inputs
@@ -110,10 +193,14 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
         .filter(|i| c.input.as_deref().is_none_or(|w| w == i.name || w == i.id))
         .collect();
     if chosen.is_empty() {
+        if shard.is_some() && c.input.is_none() {
+            return Ok(0);
+        }
         return Err(Error::Usage(format!(
-            "no input named or with id {:?} in {}",
+            "no input named or with id {:?} in {}{}",
             c.input.as_deref().unwrap_or(""),
-            cfg.path.display()
+            cfg.path.display(),
+            shard.map_or(String::new(), |s| format!(" (shard {s})"))
         )));
     }
     match c.action.as_str() {

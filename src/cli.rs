@@ -1,4 +1,5 @@
-//! The command line (argh): `run`, `check`, `state show|reset`, `--version`.
+//! The command line (argh): `run [--once] [--shard I/N]`, `check`, `state show|reset`,
+//! `--version`.
 //!
 //! Owns: argument shapes and help texts. Must not: do any work — `app` does.
 
@@ -33,6 +34,10 @@ pub struct RunCmd {
     /// pull until up to date, deliver, checkpoint, exit
     #[argh(switch)]
     pub once: bool,
+    /// run only the tenants of shard I of N (I may be `auto`: the host name's trailing
+    /// ordinal, as StatefulSet pod msgtrace-3 has); default: $MSGTRACE_SHARD, else all
+    #[argh(option)]
+    pub shard: Option<String>,
 }
 
 /// validate the config and prove each setup step live
@@ -57,6 +62,9 @@ pub struct StateCmd {
     /// only this input (its name or id); default: all
     #[argh(option)]
     pub input: Option<String>,
+    /// only the tenants of shard I of N, as `run --shard`; default: $MSGTRACE_SHARD, else all
+    #[argh(option)]
+    pub shard: Option<String>,
     /// show | reset
     #[argh(positional)]
     pub action: String,

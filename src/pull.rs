@@ -71,6 +71,11 @@ impl Pacer {
     pub fn record(&mut self, now: Instant) {
         self.sent.push_back(now);
     }
+
+    /// Requests still allowed in the current span (as of the last `wait`).
+    pub fn remaining(&self) -> usize {
+        self.budget.saturating_sub(self.sent.len())
+    }
 }
 
 /// What the scheduler does with a tenant after a step.
@@ -212,6 +217,7 @@ impl Tenant {
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
         state.checkpoint(&c)?;
+        crate::metrics::input(&input.id).cursor(c.window_start);
         let tokens = TokenClient::new(
             svc.api,
             &svc.auth_url,
@@ -308,6 +314,7 @@ impl Tenant {
         let token = match self.tokens.token(&self.agent, now) {
             Ok((t, obtained)) => {
                 if let Some(o) = obtained {
+                    crate::metrics::input(&self.input.id).request(crate::metrics::Call::Token, 200);
                     info!(
                         self.setup_comp,
                         "Successfully received JWT token from {} which expires in {} seconds",
@@ -317,7 +324,11 @@ impl Tenant {
                 }
                 t
             }
-            Err(e) => return Ok(self.fail(e.context("token request"))),
+            Err(e) => {
+                crate::metrics::input(&self.input.id)
+                    .request(crate::metrics::Call::Token, crate::metrics::error_code(&e));
+                return Ok(self.fail(e.context("token request")));
+            }
         };
         // A saved link (state file) obeys the origin rule of SPEC §10 too.
         let base = api.pick(&svc.reporting_url, &svc.graph_url);
@@ -342,6 +353,7 @@ impl Tenant {
         let url = next_link.unwrap_or(query);
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
+            crate::metrics::input(&self.input.id).budget_remaining(p.remaining());
         }
         if let Some(p) = self.phase.pull_mut() {
             p.requests = p.requests.saturating_add(1);
@@ -354,6 +366,12 @@ impl Tenant {
         );
         let started = Instant::now();
         let answer = http::query(&self.agent, api, &url, &token);
+        crate::metrics::input(&self.input.id).request(
+            api.into(),
+            answer
+                .as_ref()
+                .map_or_else(crate::metrics::error_code, |_| 200),
+        );
         debug!(
             self.comp,
             "status {} after {} ms",
@@ -561,7 +579,9 @@ impl Tenant {
         // Deliver what was scanned, even before a cut: the retry filters it, so nothing
         // already sent goes out twice and nothing is skipped.
         if output_err.is_none() {
-            if let Err(e) = page.write(&batch, pending).and_then(|()| page.confirm()) {
+            let res = page.write(&batch, pending).and_then(|()| page.confirm());
+            crate::run::publish_outputs(outputs);
+            if let Err(e) = res {
                 output_err = Some(e);
             }
         }
@@ -581,6 +601,7 @@ impl Tenant {
         }
         self.cursor.sent = self.cursor.sent.saturating_add(sent);
         self.cursor.filtered = self.cursor.filtered.saturating_add(filtered);
+        crate::metrics::input(&self.input.id).delivered(sent, filtered);
         let end = match scanned {
             Ok(end) => end,
             Err(e) => {
@@ -630,6 +651,7 @@ impl Tenant {
         self.advance(|p| p.page_done(end.next_link));
         self.phase.store(&mut self.cursor);
         self.checkpoint()?;
+        crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
         Ok(Next::After(Duration::ZERO))
     }
 
@@ -684,12 +706,14 @@ impl Tenant {
         self.advance(|p| p.page_done(None));
         self.phase.store(&mut self.cursor);
         self.checkpoint()?;
+        crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
         Ok(Next::After(Duration::ZERO))
     }
 
     /// End the pull (up to date, or failed with `failed`): log its summary, keep an
     /// unfinished window for the next pull, and say when to run again.
     fn finish_pull(&mut self, failed: Option<Error>) -> Next {
+        crate::metrics::input(&self.input.id).pull_finished(failed.is_none());
         let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
         let (pull, idle) = phase.finish();
         self.phase = idle;

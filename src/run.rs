@@ -132,6 +132,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
         )]));
     }
     let outputs = Delivery::start(sinks)?;
+    crate::metrics::start(cfg)?;
     // One agent per distinct (timeout, ca_file): agents share their connection pool,
     // which bounds idle connections (and their buffers) however many tenants there are.
     let mut agents: HashMap<(u64, Option<PathBuf>), ureq::Agent> = HashMap::new();
@@ -161,6 +162,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
                     "InputProcess::MainThread",
                     "{}#{} cannot start: {e}", input.name, input.id
                 );
+                crate::metrics::input(&input.id).failed_to_start();
                 failed_at_start.push((format!("{}#{}", input.name, input.id), e));
             }
         }
@@ -210,6 +212,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
     let mut last_stamp = time::now();
     let mut stop_at: Option<Instant> = None;
     loop {
+        crate::metrics::heartbeat();
         let mut s = lock(&shared.sched);
         let all_done = s.done.iter().all(Option::is_some);
         if shared.active.load(Ordering::SeqCst) == 0 || (once && all_done) || s.fatal.is_some() {
@@ -366,6 +369,7 @@ fn worker(sh: &Shared) {
         };
         // Outputs first: while they are down pulling pauses, so nothing queues up.
         let ready = sh.outputs.ensure_ready();
+        publish_outputs(&sh.outputs);
         let next = match ready {
             // A permanent refusal (certificate rejected, wrong chain) will not heal by
             // reconnecting: stop with exit 3 and say so in the fatal line.
@@ -396,5 +400,12 @@ fn worker(sh: &Shared) {
         }
         drop(s);
         sh.cv.notify_all();
+    }
+}
+
+/// Copy each output's connection state and queue size into the metrics registry.
+pub fn publish_outputs(outputs: &Delivery) {
+    for (i, (_, st)) in outputs.stats().iter().enumerate() {
+        crate::metrics::output(i).observe(st);
     }
 }

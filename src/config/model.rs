@@ -64,6 +64,8 @@ pub struct Globals {
     pub name: String,
     /// Persistence directory, resolved against the working directory.
     pub state_dir: PathBuf,
+    /// `metrics_listen`: `host:port` of the Prometheus/health listener (SPEC §7); off when absent.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]

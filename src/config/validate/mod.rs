@@ -23,7 +23,14 @@ use super::tree::{clip, echo, Diag, Entry, Node, Pos, Value, MAX_DIAGS, MAX_KEY_
 pub use service::sovereign_cloud;
 
 const TOP_KEYS: &[&str] = &["globals", "outputs", "inputs"];
-const GLOBAL_KEYS: &[&str] = &["debug", "id", "name", "persistence", "credentials"];
+const GLOBAL_KEYS: &[&str] = &[
+    "debug",
+    "id",
+    "name",
+    "persistence",
+    "credentials",
+    "metrics_listen",
+];
 const PERSISTENCE_KEYS: &[&str] = &["type", "config"];
 const PERSISTENCE_CONFIG_KEYS: &[&str] = &["directory_name"];
 
@@ -406,6 +413,7 @@ fn check_globals(c: &mut Checker<'_>, top: &Fields<'_>) -> (Globals, inputs::Inh
         id: "not_used".into(),
         name: "msgtrace".into(),
         state_dir: c.base.join("state"),
+        metrics_listen: None,
     };
     let Some(e) = top.opt("globals") else {
         return (g, inputs::Inherited::default());
@@ -425,6 +433,17 @@ fn check_global_keys(c: &mut Checker<'_>, f: &Fields<'_>, mut g: Globals) -> Glo
     }
     if let Some(name) = c.string(f, "name", false) {
         g.name = name;
+    }
+    if let Some(listen) = c.string(f, "metrics_listen", false) {
+        match crate::metrics::http::check_listen(&listen) {
+            Ok(()) => g.metrics_listen = Some(listen),
+            Err(what) => {
+                let pos = f.get("metrics_listen").map_or(f.pos, |e| e.node.pos);
+                let fix =
+                    "write host:port, e.g. `127.0.0.1:9464` (or `0.0.0.0:9464` in a container)";
+                c.err(pos, None, "globals.metrics_listen", what, fix);
+            }
+        }
     }
     let Some(pe) = f.opt("persistence") else {
         return g;
