@@ -1100,3 +1100,83 @@ fn a_page_over_the_record_cap_is_malformed_not_fatal() {
     );
     eprintln!("hostile: record cap: {line}");
 }
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The latest `EndDate` of the RWS queries served so far (epoch seconds).
+fn latest_end(emu: &Emulator) -> Option<i64> {
+    const KEY: &str = "EndDate%20eq%20datetime'";
+    emu.request_log()
+        .iter()
+        .filter(|r| r.api == "rws")
+        .filter_map(|r| {
+            let at = r.query.find(KEY)? + KEY.len();
+            let t = r.query.get(at..at + 19)?;
+            crate::harness::parse_rfc3339(&format!("{t}Z"))
+        })
+        .max()
+}
+
+/// A wall clock that jumps 50 minutes ahead (libfaketime, monotonic time left alone)
+/// must not make the collector read windows before their records exist.
+#[test]
+fn a_wall_clock_jump_forward_does_not_pull_ahead() {
+    if !std::path::Path::new(LIBFAKETIME).exists() {
+        crate::harness::missing("libfaketime (Debian package faketime) fakes the wall clock");
+        return;
+    }
+    let names = many_tenants(1);
+    let emu = Emulator::start(EmuOptions {
+        tenants: vec![TenantSpec::new(&names[0].1)],
+        records_per_hour: 12,
+        ..EmuOptions::default()
+    });
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = names;
+    cfg.cutoff_days = 1;
+    cfg.window = 600;
+    let w = Workdir::new("hostile-clock");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let offset = w.write("faketime.txt", "+0\n");
+    let offset_s = offset.display().to_string();
+    let mut p = w.spawn_log(
+        &["run", "-c", "config/config.yaml"],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &offset_s),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        "run.log",
+    );
+    w.wait_log("run.log", "Remote data is up to date!", secs(40));
+    let caught_up = latest_end(&emu).unwrap_or(0);
+    // +50 minutes, then several periods.
+    w.write("faketime.txt", "+3000\n");
+    std::thread::sleep(secs(5));
+    let log = w.read("run.log");
+    let real_target = msgtrace::time::now() - 3600;
+    let latest = latest_end(&emu).unwrap_or(0);
+    p.kill9();
+    eprintln!(
+        "hostile: clock jump figure: latest EndDate {}s past the real target (caught up at {}s)",
+        latest - real_target,
+        caught_up - real_target
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("the wall clock jumped forward"))
+        .unwrap_or_else(|| panic!("jump not logged:\n{log}"));
+    assert_eq!(
+        log.matches("the wall clock jumped forward").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        latest <= real_target + msgtrace::clock::CLOCK_SLACK_SECS + 2,
+        "a window ending {}s after the real target was read:\n{log}",
+        latest - real_target
+    );
+    eprintln!("hostile: clock jump: {line}");
+}
