@@ -1101,7 +1101,15 @@ fn a_page_over_the_record_cap_is_malformed_not_fatal() {
     eprintln!("hostile: record cap: {line}");
 }
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// Where Debian's `faketime` puts the library (tests/support/install-tools.sh).
+fn libfaketime() -> Option<&'static str> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+}
 
 /// The latest `EndDate` of the RWS queries served so far (epoch seconds).
 fn latest_end(emu: &Emulator) -> Option<i64> {
@@ -1121,10 +1129,12 @@ fn latest_end(emu: &Emulator) -> Option<i64> {
 /// must not make the collector read windows before their records exist.
 #[test]
 fn a_wall_clock_jump_forward_does_not_pull_ahead() {
-    if !std::path::Path::new(LIBFAKETIME).exists() {
-        crate::harness::missing("libfaketime (Debian package faketime) fakes the wall clock");
+    let Some(lib) = libfaketime() else {
+        crate::harness::missing(
+            "libfaketime (Debian package faketime, tests/support/install-tools.sh) fakes the wall clock",
+        );
         return;
-    }
+    };
     let names = many_tenants(1);
     let emu = Emulator::start(EmuOptions {
         tenants: vec![TenantSpec::new(&names[0].1)],
@@ -1143,7 +1153,7 @@ fn a_wall_clock_jump_forward_does_not_pull_ahead() {
     let mut p = w.spawn_log(
         &["run", "-c", "config/config.yaml"],
         &[
-            ("LD_PRELOAD", LIBFAKETIME),
+            ("LD_PRELOAD", lib),
             ("FAKETIME_TIMESTAMP_FILE", &offset_s),
             ("FAKETIME_NO_CACHE", "1"),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
