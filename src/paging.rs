@@ -175,6 +175,30 @@ impl Paging {
     }
 }
 
+/// While running, a start is clamped once it is within this many seconds of the API's
+/// age limit (not at the configured margin: a fresh catch-up starts right at the margin
+/// and must be able to page its first window).
+pub const RUNNING_CLAMP_SLACK_SECS: u64 = 5;
+
+/// SPEC §3: a cursor or window in progress that ages past the API's limit while
+/// running. `Some((new start, seconds lost))` once `start` is within
+/// `RUNNING_CLAMP_SLACK_SECS` of the limit; the new start keeps the configured
+/// `margin_secs` again, so a tenant that stays down is clamped once per margin, not
+/// once per step.
+pub fn aged_start(
+    api: crate::source::Api,
+    start: i64,
+    now: i64,
+    margin_secs: u64,
+) -> Option<(i64, i64)> {
+    let threshold = crate::window::oldest_allowed(api, now, RUNNING_CLAMP_SLACK_SECS);
+    if start >= threshold {
+        return None;
+    }
+    let to = crate::window::oldest_allowed(api, now, margin_secs).max(threshold);
+    Some((to, to.saturating_sub(start)))
+}
+
 /// Keep at most `state::MAX_EDGE_KEYS` edge keys (the newest); returns how many were
 /// dropped. A window end second with more records than that is the tenant's data, not
 /// a reason to fail the state file.
@@ -221,6 +245,29 @@ mod tests {
         assert!(!p.dead_letter_armed("v"));
         p.page_parsed("u");
         assert!(!p.dead_letter_armed("u"));
+    }
+
+    #[test]
+    fn a_start_is_clamped_near_the_api_limit_to_the_margin() {
+        use crate::source::Api;
+        const NOW: i64 = 1_795_000_000;
+        let limit = NOW - Api::Reporting.max_age_secs();
+        // A fresh start at the margin pages on.
+        assert_eq!(aged_start(Api::Reporting, limit + 60, NOW, 60), None);
+        assert_eq!(aged_start(Api::Reporting, limit + 5, NOW, 60), None);
+        assert_eq!(
+            aged_start(Api::Reporting, limit + 4, NOW, 60),
+            Some((limit + 60, 56))
+        );
+        assert_eq!(
+            aged_start(Api::Reporting, limit - 3600, NOW, 60),
+            Some((limit + 60, 3660))
+        );
+        // A margin below the slack still moves past the threshold.
+        assert_eq!(
+            aged_start(Api::Reporting, limit, NOW, 1),
+            Some((limit + 5, 5))
+        );
     }
 
     #[test]

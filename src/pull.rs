@@ -424,10 +424,11 @@ impl Tenant {
             .phase
             .window()
             .map_or(self.cursor.window_start, |w| w.start);
-        let (clamped, lost) = window::clamp_start(svc.api, start, now, self.input.margin_secs);
-        if lost <= 0 {
+        let Some((clamped, lost)) =
+            crate::paging::aged_start(svc.api, start, now, self.input.margin_secs)
+        else {
             return Ok(());
-        }
+        };
         warning!(
             self.comp,
             "the cursor {} aged past the API's limit while running: moved to {}, records of {} ({} to {}) cannot be pulled any more",
