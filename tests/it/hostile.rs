@@ -673,11 +673,11 @@ fn run_once_peak(w: &Workdir, env: &[(&str, &str)], limit: Duration) -> (Option<
         if let Some(st) = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
             break st.code();
         }
-        assert!(
-            started.elapsed() < limit,
-            "no exit within {limit:?}:\n{}",
-            w.read("run.log")
-        );
+        if started.elapsed() >= limit {
+            // Killed: the caller's assertions on the exit code and the log say why.
+            p.kill9();
+            break None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     (code, w.read("run.log"), peak)
@@ -685,16 +685,21 @@ fn run_once_peak(w: &Workdir, env: &[(&str, &str)], limit: Duration) -> (Option<
 
 #[test]
 fn endless_and_slowloris_bodies_are_cut_and_the_healthy_tenant_is_not_held_up() {
-    let names = many_tenants(3);
+    // One endless and three slowloris tenants: as many as there are workers
+    // (run::MAX_WORKERS), then the healthy one.
+    let names = many_tenants(5);
     let spec = |i: usize, body| TenantSpec {
         body,
         ..TenantSpec::new(&names[i].1)
     };
+    let slow = crate::emulator::BodyFault::Slowloris { ms: 200 };
     let emu = Emulator::start(EmuOptions {
         tenants: vec![
             spec(0, crate::emulator::BodyFault::Endless),
-            spec(1, crate::emulator::BodyFault::Slowloris { ms: 200 }),
-            spec(2, crate::emulator::BodyFault::None),
+            spec(1, slow),
+            spec(2, slow),
+            spec(3, slow),
+            spec(4, crate::emulator::BodyFault::None),
         ],
         page_size: 5,
         records_per_hour: 12,
@@ -712,6 +717,7 @@ fn endless_and_slowloris_bodies_are_cut_and_the_healthy_tenant_is_not_held_up() 
     emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
     w.write("config/config.yaml", &yaml);
     let started = Instant::now();
+    let deadline = 3.0;
     let (code, log, peak) = run_once_peak(
         &w,
         &[
@@ -721,15 +727,38 @@ fn endless_and_slowloris_bodies_are_cut_and_the_healthy_tenant_is_not_held_up() 
         secs(60),
     );
     let wall = started.elapsed();
+    // The healthy tenant's requests: none waits more than one page deadline (plus
+    // scheduling slack) after the run's first request or its own previous one.
+    let healthy_id = names[4].1.clone();
+    let log_of = emu.request_log();
+    let first = log_of
+        .iter()
+        .filter(|r| r.api == "rws")
+        .map(|r| r.at_secs)
+        .fold(f64::MAX, f64::min);
+    let mut prev = first;
+    let mut gap = 0.0f64;
+    for r in log_of
+        .iter()
+        .filter(|r| r.api == "rws" && r.tenant == healthy_id)
+    {
+        gap = gap.max(r.at_secs - prev);
+        prev = r.at_secs;
+    }
     eprintln!(
-        "hostile: bodies figure: run {:.1}s, peak RSS {peak} KiB, exit {code:?}",
+        "hostile: bodies figure: run {:.1}s, peak RSS {peak} KiB, exit {code:?}, longest wait of the healthy tenant {gap:.1}s",
         wall.as_secs_f64()
     );
-    let healthy = input_name("t002");
+    assert!(
+        gap <= deadline + 3.0,
+        "the healthy tenant waited {gap:.1}s for a worker:\n{log}"
+    );
+    assert_eq!(code, Some(3), "no exit within 60 s, or not 3:\n{log}");
+    let healthy = input_name("t004");
     let done = log
         .lines()
         .find(|l| {
-            l.contains(&format!("({healthy},1002,")) && l.contains("Remote data is up to date!")
+            l.contains(&format!("({healthy},1004,")) && l.contains("Remote data is up to date!")
         })
         .unwrap_or_else(|| panic!("healthy tenant not done:\n{log}"));
     let cut_bytes = log
