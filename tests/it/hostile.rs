@@ -738,12 +738,18 @@ fn endless_and_slowloris_bodies_are_cut_and_the_healthy_tenant_is_not_held_up() 
         .fold(f64::MAX, f64::min);
     let mut prev = first;
     let mut gap = 0.0f64;
+    let mut served = 0;
     for r in log_of
         .iter()
         .filter(|r| r.api == "rws" && r.tenant == healthy_id)
     {
         gap = gap.max(r.at_secs - prev);
         prev = r.at_secs;
+        served += 1;
+    }
+    if served == 0 {
+        // Starved: it waited the whole run.
+        gap = wall.as_secs_f64();
     }
     eprintln!(
         "hostile: bodies figure: run {:.1}s, peak RSS {peak} KiB, exit {code:?}, longest wait of the healthy tenant {gap:.1}s",
