@@ -1024,6 +1024,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn certificate_errors_named_by_rust_identifiers_get_words() {
+        let e = CertificateError::UnsupportedSignatureAlgorithm;
+        assert!(cert_problem(&e).starts_with("is not acceptable (UnsupportedSignatureAlgorithm)"));
+        let e = CertificateError::InvalidPurpose;
+        assert_eq!(
+            cert_problem(&e),
+            "is not for TLS servers (extended key usage without serverAuth)"
+        );
+    }
+
+    #[test]
     fn replay_keeps_the_newest_whole_chunks_within_its_bound() {
         let mut r = Replay::default();
         let mut spare = Vec::new();
