@@ -1025,8 +1025,8 @@ mod tests {
 
     #[test]
     fn certificate_errors_named_by_rust_identifiers_get_words() {
-        let e = CertificateError::UnsupportedSignatureAlgorithm;
-        assert!(cert_problem(&e).starts_with("is not acceptable (UnsupportedSignatureAlgorithm)"));
+        let e = CertificateError::UnhandledCriticalExtension;
+        assert!(cert_problem(&e).starts_with("is not acceptable (UnhandledCriticalExtension)"));
         let e = CertificateError::InvalidPurpose;
         assert_eq!(
             cert_problem(&e),
