@@ -987,7 +987,7 @@ fn libc_hostname() -> Option<String> {
 /// A certificate error rustls only names by a Rust identifier, in words.
 fn cert_problem(e: &CertificateError) -> String {
     let name = format!("{e:?}");
-    let known: [(&str, &str); 6] = [
+    let known: [(&str, &str); 7] = [
         (
             "CaUsedAsEndEntity",
             "is a CA certificate (a self-signed CA, CA:TRUE) used as the server's own: issue the receiver a server certificate (CA:FALSE, with its name) from that CA and put the CA in `chain`",
@@ -1003,6 +1003,10 @@ fn cert_problem(e: &CertificateError) -> String {
         (
             "InvalidPurpose",
             "is not for TLS servers (extended key usage without serverAuth)",
+        ),
+        (
+            "UnhandledCriticalExtension",
+            "has a critical extension rustls does not know",
         ),
         (
             "UnsupportedCriticalExtension",
@@ -1025,8 +1029,8 @@ mod tests {
 
     #[test]
     fn certificate_errors_named_by_rust_identifiers_get_words() {
-        let e = CertificateError::UnhandledCriticalExtension;
-        assert!(cert_problem(&e).starts_with("is not acceptable (UnhandledCriticalExtension)"));
+        let e = CertificateError::BadEncoding;
+        assert!(cert_problem(&e).starts_with("is not acceptable (BadEncoding)"));
         let e = CertificateError::InvalidPurpose;
         assert_eq!(
             cert_problem(&e),
