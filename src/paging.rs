@@ -103,6 +103,12 @@ impl Paging {
         LinkVerdict::Keep
     }
 
+    /// A next link refused for `why` (another origin, SPEC §10): dropped, and the
+    /// window read again from its start (or failed after `MAX_RESTARTS_PER_PULL`).
+    pub fn refuse(&mut self, why: String) -> LinkVerdict {
+        self.restart(why)
+    }
+
     /// The window's last page was read.
     pub fn done(&mut self) {
         *self = Paging::default();

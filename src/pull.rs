@@ -623,10 +623,11 @@ impl Tenant {
         self.paging.page_parsed(url);
         // SPEC §10: the token goes only where the page came from; no request is sent.
         let foreign = end.next_link.as_deref();
+        // SPEC §3: such a link is dropped and the window read again from its start.
         if let Some(why) = foreign.and_then(|l| crate::source::link::refusal(url, l)) {
-            self.checkpoint()?;
-            let e = Error::Malformed(why).context(format!("page {}", crate::log::scrub_url(url)));
-            return Ok(self.fail(e));
+            let verdict = self.paging.refuse(why);
+            let cause = format!("page {}", crate::log::scrub_url(url));
+            return self.link_verdict(verdict, &cause);
         }
         debug!(
             self.comp,

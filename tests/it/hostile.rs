@@ -346,7 +346,8 @@ fn foreign_next_link_gets_no_request(graph: bool) {
         .find(|l| l.contains(&format!("foreign origin {foreign}")))
         .unwrap_or_else(|| panic!("foreign origin not named:\n{log}"));
     assert!(line.contains("not followed"), "{line}");
-    // The page is malformed: retried, then the window is left for the next period.
+    // The link is dropped and the window read again (SPEC §3), 3 times, then the window
+    // is left for the next period: `--once` exits 3.
     assert_eq!(out.status.code(), Some(3), "{log}");
     let api = if graph { "graph" } else { "rws" };
     let served = emu.request_log();
