@@ -1,12 +1,13 @@
-//! `bench_scan`: the scanner and the encoder alone, for `make bench`. Reads one Atom
-//! page (a file fetched from the emulator) into memory, then times
-//! `msgtrace::source::reporting::scan_page` over it and `msgtrace::event::encode` over
-//! its records, each `--iters` times, and prints one line per stage:
+//! `bench_scan`: the scanner and the encoder alone, for `make bench`. Reads one page
+//! (a file fetched from the emulator: an Atom feed, or a Graph JSON page when its first
+//! byte is `{`) into memory, then times `msgtrace::source::reporting::scan_page` (or
+//! `graph::scan_page`) over it and `msgtrace::event::encode` over its records, each
+//! `--iters` times, and prints one line per stage:
 //! `scan records R iters I secs S rate RPS bytes B` / `encode records R iters I secs S
 //! rate RPS bytes B` (bytes = page bytes scanned / JSON bytes written per iteration).
 //!
 //! ```text
-//! bench_scan PAGE.xml [--iters N] [--mode scan|encode|both]
+//! bench_scan PAGE.xml|PAGE.json [--iters N] [--mode scan|encode|both]
 //! ```
 //!
 //! `--mode` lets callgrind count one stage at a time (run twice with different
@@ -29,9 +30,22 @@ fn cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
+use msgtrace::error::Result;
 use msgtrace::record::{Record, Value};
-use msgtrace::source::reporting::scan_page;
-use msgtrace::source::PageCtx;
+use msgtrace::source::{graph, reporting, PageCtx};
+
+/// The scanner for the page's format: Graph JSON when it opens with `{`, else Atom.
+fn scan_page(
+    page: &[u8],
+    ctx: &PageCtx<'_>,
+    on_record: &mut dyn FnMut(&Record<'_>) -> Result<()>,
+) -> Result<msgtrace::source::PageEnd> {
+    if page.trim_ascii_start().first() == Some(&b'{') {
+        graph::scan_page(page, ctx, on_record)
+    } else {
+        reporting::scan_page(page, ctx, on_record)
+    }
+}
 
 fn owned(v: &Value<'_>) -> Value<'static> {
     match v {
@@ -46,7 +60,7 @@ fn owned(v: &Value<'_>) -> Value<'static> {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next() else {
-        eprintln!("usage: bench_scan PAGE.xml [--iters N] [--mode scan|encode|both]");
+        eprintln!("usage: bench_scan PAGE.xml|PAGE.json [--iters N] [--mode scan|encode|both]");
         return ExitCode::from(1);
     };
     let mut iters = 5u32;
@@ -71,8 +85,8 @@ fn main() -> ExitCode {
     };
     let ctx = PageCtx {
         request_url: "https://127.0.0.1/ecp/reportingwebservice/reporting.svc/MessageTrace",
-        window_start: 0,
-        window_end: 0,
+        window_start: 1_700_000_000,
+        window_end: 1_700_003_600,
     };
     if mode != "encode" {
         let t = Instant::now();

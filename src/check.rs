@@ -20,9 +20,6 @@ use crate::config::{self, Config, OutputKind};
 use crate::error::Error;
 use crate::source::api::Query;
 
-/// Name of the probe file written (then removed) in the state directory.
-const PROBE_NAME: &str = ".msgtrace-write-probe";
-
 /// One checked step: rendered `✓ what` or `✗ what — fix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -104,7 +101,7 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
     };
     let mut seen: Vec<PathBuf> = Vec::new();
     for out in &cfg.outputs {
-        let (OutputKind::Devo(t) | OutputKind::Syslog(t)) = &out.kind else {
+        let (OutputKind::Devo(t) | OutputKind::Syslog(t) | OutputKind::Relp(t)) = &out.kind else {
             continue;
         };
         let name = &out.name;
@@ -237,21 +234,9 @@ fn pair_step(name: &str, cert: &Path, key: &Path) -> Option<Step> {
 
 /// Create the persistence directory and write + remove a probe file.
 fn state_dir_step(dir: &Path) -> Step {
-    let shown = dir.display();
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        return Step::fail(
-            format!("state directory {shown} cannot be created: {e}"),
-            "create it, or fix globals.persistence.config.directory_name",
-        );
-    }
-    let probe = dir.join(PROBE_NAME);
-    let written = std::fs::write(&probe, b"probe\n").and_then(|()| std::fs::remove_file(&probe));
-    match written {
-        Ok(()) => Step::pass(format!("state directory {shown} is writable")),
-        Err(e) => Step::fail(
-            format!("state directory {shown} is not writable: {e}"),
-            "give the collector's user write access to it",
-        ),
+    match crate::preflight::probe_state_dir(dir) {
+        Ok(()) => Step::pass(format!("state directory {} is writable", dir.display())),
+        Err(p) => Step::fail(p.what, p.fix),
     }
 }
 
@@ -397,6 +382,18 @@ fn output_ok_text(o: &crate::config::OutputConfig) -> String {
         OutputKind::Devo(t) | OutputKind::Syslog(t) => {
             format!("TCP connection to {}:{} accepted", t.address, t.port)
         }
+        // The sink's `ensure_ready` did the RELP handshake (open, rsp 200, offers).
+        OutputKind::Relp(t) => format!(
+            "RELP session opened with {}:{} ({}{})",
+            t.address,
+            t.port,
+            if t.tls { "TLS" } else { "TCP" },
+            if t.cert.is_some() {
+                ", client certificate included"
+            } else {
+                ""
+            }
+        ),
         OutputKind::File { path, .. } => format!("{} is writable", path.display()),
         OutputKind::Stdout => "standard output is open".to_string(),
     }
@@ -405,7 +402,7 @@ fn output_ok_text(o: &crate::config::OutputConfig) -> String {
 fn output_fix_text(o: &crate::config::OutputConfig) -> String {
     use crate::config::OutputKind;
     match &o.kind {
-        OutputKind::Devo(_) | OutputKind::Syslog(_) => {
+        OutputKind::Devo(_) | OutputKind::Syslog(_) | OutputKind::Relp(_) => {
             "check address, port, chain, cert and key (the receiver must trust our certificate)"
                 .to_string()
         }
@@ -440,7 +437,14 @@ mod tests {
         );
         let step = state_dir_step(&tmp.join("a/b/state"));
         assert!(step.ok, "{step}");
-        assert!(!tmp.join("a/b/state").join(PROBE_NAME).exists());
+        assert!(
+            !std::fs::read_dir(tmp.join("a/b/state")).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".msgtrace-write-probe")),
+            "the write probe is left behind"
+        );
         let step = cert_step("output o", "chain", &tmp.join("missing.crt"));
         assert!(!step.ok && step.what.contains("cannot read"), "{step}");
         let step = key_step("output o", &file);

@@ -33,7 +33,7 @@ pub fn run(cfg: &Config) -> Result<()> {
 pub fn findings(cfg: &Config) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let dir = &cfg.globals.state_dir;
-    probe_state_dir(dir).map_err(|why| Error::Config(vec![why]))?;
+    probe_state_dir(dir).map_err(|why| Error::Config(vec![why.to_string()]))?;
     if let Ok(meta) = std::fs::metadata(dir) {
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o022 != 0 {
@@ -49,7 +49,7 @@ pub fn findings(cfg: &Config) -> Result<Vec<String>> {
     }
     for o in &cfg.outputs {
         let tls = match &o.kind {
-            OutputKind::Devo(t) | OutputKind::Syslog(t) => t,
+            OutputKind::Devo(t) | OutputKind::Syslog(t) | OutputKind::Relp(t) => t,
             OutputKind::Stdout | OutputKind::File { .. } => continue,
         };
         if !tls.tls {
@@ -66,32 +66,39 @@ pub fn findings(cfg: &Config) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Why the persistence directory cannot be used: what is wrong, and the fix.
+#[derive(Debug)]
+pub struct DirProblem {
+    pub what: String,
+    pub fix: &'static str,
+}
+
+impl std::fmt::Display for DirProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} — {}", self.what, self.fix)
+    }
+}
+
 /// Create the persistence directory when missing (0700, as the state files would), then
-/// write and remove a probe file in it. The error names the directory and the fix.
-pub fn probe_state_dir(dir: &Path) -> std::result::Result<(), String> {
+/// write and remove a probe file in it (named with our pid: replicas sharing the
+/// directory must not remove each other's probe). `run` and `check` both use it.
+pub fn probe_state_dir(dir: &Path) -> std::result::Result<(), DirProblem> {
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| {
-                format!(
-                    "persistence directory {} cannot be created: {e} — create it writable by \
-                     the collector's user, or fix globals.persistence.config.directory_name",
-                    dir.display()
-                )
+            .map_err(|e| DirProblem {
+                what: format!("persistence directory {} cannot be created: {e}", dir.display()),
+                fix: "create it writable by the collector's user, or fix globals.persistence.config.directory_name",
             })?;
     }
-    let probe = dir.join(PROBE_NAME);
+    let probe = dir.join(format!("{PROBE_NAME}.{}", std::process::id()));
     std::fs::write(&probe, b"probe\n")
         .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            format!(
-                "persistence directory {} is not writable: {e} — give the collector's user \
-                 write access to it (state files are rewritten there while running), or fix \
-                 globals.persistence.config.directory_name",
-                dir.display()
-            )
+        .map_err(|e| DirProblem {
+            what: format!("persistence directory {} is not writable: {e}", dir.display()),
+            fix: "give the collector's user write access to it (state files are rewritten there while running), or fix globals.persistence.config.directory_name",
         })
 }
 
@@ -176,10 +183,12 @@ mod tests {
             std::fs::metadata(&s).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        assert!(!s.join(PROBE_NAME).exists());
+        assert_eq!(std::fs::read_dir(&s).unwrap().count(), 0);
         let file = d.join("f");
         std::fs::write(&file, "x").unwrap();
-        let why = probe_state_dir(&file.join("state")).unwrap_err();
+        let why = probe_state_dir(&file.join("state"))
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("cannot be created") && why.contains("directory_name"),
             "{why}"

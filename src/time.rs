@@ -43,11 +43,16 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 fn num(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() {
         return None;
     }
+    // One pass (digit check and value together): dates are parsed for every record.
     s.iter().try_fold(0u32, |acc, &b| {
-        acc.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u32::from(d))
     })
 }
 
@@ -119,6 +124,54 @@ pub fn parse_iso(s: &str) -> Option<Instant> {
     };
     let secs = date + i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss) - offset;
     Some(Instant { secs, nanos })
+}
+
+/// True when `s` is `YYYY-MM-DDThh:mm:ss` with an optional `.` and 1–9 digits and no
+/// zone, a valid date and time (exactly what `parse_iso` accepts in that shape): the
+/// form of every Reporting Web Service date, so `normalize_date` takes it without
+/// computing the instant.
+pub fn is_plain_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some((head, rest)) = b.split_first_chunk::<19>() else {
+        return false;
+    };
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', i0, i1, b':', s0, s1] =
+        *head
+    else {
+        return false;
+    };
+    let two = |a: u8, b: u8| -> Option<u32> {
+        let (a, b) = (a.wrapping_sub(b'0'), b.wrapping_sub(b'0'));
+        (a <= 9 && b <= 9).then(|| u32::from(a).saturating_mul(10).saturating_add(u32::from(b)))
+    };
+    let (Some(yh), Some(yl), Some(mo), Some(d), Some(hh), Some(mm), Some(ss)) = (
+        two(y0, y1),
+        two(y2, y3),
+        two(m0, m1),
+        two(d0, d1),
+        two(h0, h1),
+        two(i0, i1),
+        two(s0, s1),
+    ) else {
+        return false;
+    };
+    let y = i64::from(yh)
+        .saturating_mul(100)
+        .saturating_add(i64::from(yl));
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days_in_month(y, mo)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+    {
+        return false;
+    }
+    match rest.split_first() {
+        None => true,
+        Some((b'.', frac)) => !frac.is_empty() && frac.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ`.
@@ -195,6 +248,36 @@ pub fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_utc_agrees_with_parse_iso() {
+        for ok in [
+            "2026-11-24T10:00:00",
+            "2026-11-24T10:00:00.1234567",
+            "2024-02-29T23:59:60.5",
+            "0000-01-01T00:00:00",
+        ] {
+            assert!(is_plain_utc(ok), "{ok}");
+            assert!(parse_iso(ok).is_some(), "{ok}");
+        }
+        for not in [
+            "2026-11-24T10:00:00Z",
+            "2026-11-24 10:00:00",
+            "2026-11-24t10:00:00",
+            "2026-11-24T10:00:00.",
+            "2026-11-24T10:00:00+00:00",
+            "2025-02-29T10:00:00",
+            "2026-13-01T10:00:00",
+            "2026-11-24T24:00:00",
+            "2026-11-24T10:60:00",
+            "2026-11-24T10:00:61",
+            "2026-1x-24T10:00:00",
+            "2026-11-24T10:00",
+            "",
+        ] {
+            assert!(!is_plain_utc(not), "{not}");
+        }
+    }
 
     #[test]
     fn civil_round_trip_including_leap_days() {

@@ -79,6 +79,8 @@ pub struct OutputConfig {
 pub enum OutputKind {
     Devo(TlsOutput),
     Syslog(TlsOutput),
+    /// RELP (rsyslog imrelp): the keys of `syslog`.
+    Relp(TlsOutput),
     Stdout,
     /// `follow_symlinks`: write through a symlink at `path` (refused by default).
     File {

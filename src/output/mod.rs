@@ -12,6 +12,8 @@ pub mod devo;
 pub mod file;
 pub mod framed;
 pub mod pem;
+pub mod relp;
+pub mod relp_sink;
 pub mod stdout;
 pub mod syslog;
 pub mod tls;
@@ -73,6 +75,7 @@ pub fn open_with(cfg: &OutputConfig, timeouts: Timeouts) -> Result<Box<dyn Sink>
         } => Box::new(file::FileSink::open(&cfg.name, path, *follow_symlinks)?),
         OutputKind::Devo(t) => Box::new(devo::DevoSink::open(&cfg.name, t, timeouts)?),
         OutputKind::Syslog(t) => Box::new(syslog::SyslogSink::open(&cfg.name, t, timeouts)?),
+        OutputKind::Relp(t) => Box::new(relp_sink::RelpSink::open(&cfg.name, t, timeouts)?),
     })
 }
 

@@ -34,28 +34,29 @@ pub type SyslogSink = FramedSink<Syslog>;
 
 impl FramedSink<Syslog> {
     pub fn open(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<Self> {
-        let tag = if cfg.tag.is_empty() {
-            DEFAULT_TAG
-        } else {
-            &cfg.tag
-        };
-        if tag.len() > APP_NAME_MAX || !tag.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::Output {
-                message: format!(
-                    "output {name}: tag {tag:?} is not a syslog APP-NAME — use 1 to \
-                     {APP_NAME_MAX} printable ASCII characters without spaces"
-                ),
-                transient: false,
-            });
-        }
+        let tag = app_name(name, &cfg.tag)?;
         Ok(FramedSink::new(
             name,
             Link::new(name, cfg, timeouts)?,
-            Syslog {
-                tag: tag.to_owned(),
-            },
+            Syslog { tag },
         ))
     }
+}
+
+/// The configured tag (or the default) checked as an RFC 5424 APP-NAME; shared with
+/// the `relp` output, which sends the same message.
+pub fn app_name(name: &str, tag: &str) -> Result<String> {
+    let tag = if tag.is_empty() { DEFAULT_TAG } else { tag };
+    if tag.len() > APP_NAME_MAX || !tag.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Output {
+            message: format!(
+                "output {name}: tag {tag:?} is not a syslog APP-NAME — use 1 to \
+                 {APP_NAME_MAX} printable ASCII characters without spaces"
+            ),
+            transient: false,
+        });
+    }
+    Ok(tag.to_owned())
 }
 
 /// `<14>1 {rfc3339(now)} {host} {tag} - - - `.

@@ -984,6 +984,15 @@ fn libc_hostname() -> Option<String> {
     Some(String::from_utf8_lossy(buf.get(..end)?).into_owned())
 }
 
+/// For protocols that see a broken session above the transport (RELP `serverclose`, a
+/// refusal, a receiver that stopped answering): drop the connection now. No replay of
+/// the last confirmed delivery is armed — such a protocol resends what it needs itself.
+impl Link {
+    pub fn drop_connection(&mut self, why: &Error) {
+        self.go_down(false, why);
+    }
+}
+
 /// A certificate error rustls only names by a Rust identifier, in words.
 fn cert_problem(e: &CertificateError) -> String {
     let name = format!("{e:?}");

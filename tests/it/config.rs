@@ -60,12 +60,12 @@ fn summary(cfg: &Config) -> String {
         let kind = match &o.kind {
             OutputKind::Stdout => "stdout".to_string(),
             OutputKind::File { path, .. } => format!("file path={}", path.display()),
-            OutputKind::Devo(t) | OutputKind::Syslog(t) => format!(
+            OutputKind::Devo(t) | OutputKind::Syslog(t) | OutputKind::Relp(t) => format!(
                 "{} {}:{} tls={} chain={} cert={} key={} tag={}",
-                if matches!(o.kind, OutputKind::Devo(_)) {
-                    "devo"
-                } else {
-                    "syslog"
+                match o.kind {
+                    OutputKind::Devo(_) => "devo",
+                    OutputKind::Relp(_) => "relp",
+                    _ => "syslog",
                 },
                 t.address,
                 t.port,
@@ -262,7 +262,14 @@ fn offline_check_of_vendor_layout_passes() {
         "{shown:#?}"
     );
     assert!(tmp.join("state").is_dir());
-    assert!(!tmp.join("state/.msgtrace-write-probe").exists());
+    assert!(
+        !std::fs::read_dir(tmp.join("state")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".msgtrace-write-probe")),
+        "the write probe is left behind"
+    );
 
     // A broken key and a certificate that is not PEM: each step says so.
     std::fs::write(

@@ -19,6 +19,8 @@ mod fuzz_replay;
 mod hostile;
 mod metrics;
 mod outputs;
+mod receivers_ng;
+mod relp;
 mod shards;
 mod sources;
 mod state;

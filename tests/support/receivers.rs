@@ -1,6 +1,7 @@
-//! Real receivers for the output tests: rsyslogd (the syslog output's everyday peer)
-//! and an in-process raw TLS receiver that records exact bytes (for Devo's line format)
-//! and can misbehave on purpose (hang up after N bytes, stop reading).
+//! Real receivers for the output tests: rsyslogd (the syslog output's everyday peer, and
+//! imrelp for the relp output), syslog-ng (a private unpacked copy, never the system's
+//! daemon) and an in-process raw TLS receiver that records exact bytes (for Devo's line
+//! format) and can misbehave on purpose (hang up after N bytes, stop reading).
 //!
 //! Owns: test PKI (rcgen), temp dirs, free loopback ports, starting and stopping
 //! receivers with bounded waits. Must not: listen anywhere but 127.0.0.1, or leave a
@@ -199,6 +200,8 @@ pub struct Rsyslog {
     pub dir: PathBuf,
     pub port: u16,
     tls: bool,
+    /// imrelp instead of imtcp.
+    relp: bool,
     child: Option<Child>,
 }
 
@@ -210,6 +213,28 @@ impl Rsyslog {
             dir: dir.to_owned(),
             port,
             tls,
+            relp: false,
+            child: None,
+        };
+        r.restart();
+        Some(r)
+    }
+
+    /// rsyslogd with one imrelp input on 127.0.0.1:port over TLS, our client certificate
+    /// required (`tls.authMode="certvalid"`: signed by `ca.pem`). Its ruleset has a
+    /// Direct queue, so the `rsp 200` for a message is sent after omfile wrote it.
+    /// Returns None (skip) without rsyslogd or its imrelp module.
+    pub fn start_relp(dir: &Path, port: u16) -> Option<Rsyslog> {
+        rsyslogd()?;
+        if !imrelp_installed() {
+            eprintln!("SKIP: rsyslog's imrelp (package rsyslog-relp) is not installed");
+            return None;
+        }
+        let mut r = Rsyslog {
+            dir: dir.to_owned(),
+            port,
+            tls: true,
+            relp: true,
             child: None,
         };
         r.restart();
@@ -224,6 +249,24 @@ impl Rsyslog {
         let d = self.dir.display();
         let work = self.dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
+        if self.relp {
+            return format!(
+                "global(workDirectory=\"{w}\" maxMessageSize=\"128k\")\n\
+                 module(load=\"imrelp\" tls.tlslib=\"openssl\")\n\
+                 template(name=\"msgonly\" type=\"string\" string=\"%msg%\\n\")\n\
+                 template(name=\"rawmsg\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+                 ruleset(name=\"in\" queue.type=\"Direct\") {{\n\
+                   action(type=\"omfile\" file=\"{d}/msg.log\" template=\"msgonly\")\n\
+                   action(type=\"omfile\" file=\"{d}/raw.log\" template=\"rawmsg\")\n\
+                 }}\n\
+                 input(type=\"imrelp\" port=\"{p}\" address=\"127.0.0.1\" ruleset=\"in\" \
+                   maxDataSize=\"128k\" tls=\"on\" tls.caCert=\"{d}/ca.pem\" \
+                   tls.myCert=\"{d}/server.pem\" tls.myPrivKey=\"{d}/server.key\" \
+                   tls.authMode=\"certvalid\")\n",
+                w = work.display(),
+                p = self.port,
+            );
+        }
         let (global_tls, module) = if self.tls {
             (
                 format!(
@@ -290,6 +333,14 @@ impl Rsyslog {
         );
     }
 
+    /// `kill -9`: no chance to flush or answer anything more.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGTERM, then SIGKILL after STOP_WAIT.
     pub fn stop(&mut self) {
         let Some(mut c) = self.child.take() else {
@@ -327,6 +378,200 @@ impl Rsyslog {
 impl Drop for Rsyslog {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn imrelp_installed() -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join("rsyslog/imrelp.so").exists())
+}
+
+// ---------------------------------------------------------------- syslog-ng
+
+/// Root of the private syslog-ng copy (install-receivers.sh unpacks Debian's
+/// syslog-ng-core there with `dpkg-deb -x`; it conflicts with the rsyslog package).
+fn syslog_ng_roots() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os("MSGTRACE_SYSLOG_NG_DIR") {
+        v.push(PathBuf::from(d));
+    }
+    v.push(PathBuf::from("/opt/msgtrace-test/syslog-ng"));
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(c) = cache {
+        v.push(c.join("msgtrace-test/syslog-ng"));
+    }
+    v
+}
+
+/// Root of the unpacked syslog-ng (holding usr/sbin/syslog-ng), installing it once.
+pub fn syslog_ng_root() -> Option<PathBuf> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let find = || {
+                syslog_ng_roots()
+                    .into_iter()
+                    .find(|r| r.join("usr/sbin/syslog-ng").exists())
+            };
+            if let Some(r) = find() {
+                return Some(r);
+            }
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/install-receivers.sh");
+            let _ = Command::new("timeout")
+                .arg("600")
+                .arg("sh")
+                .arg(script)
+                .status();
+            let r = find();
+            if r.is_none() {
+                eprintln!("SKIP: syslog-ng could not be fetched and unpacked (apt-get download)");
+            }
+            r
+        })
+        .clone()
+}
+
+/// A running syslog-ng (the private copy) with one `syslog()` source on 127.0.0.1:port
+/// over TLS, `peer-verify(required-trusted)` against `ca.pem`: octet-counted RFC 5424.
+/// Each message's MSG goes to `msg.log` and the raw message to `raw.log`, one line each.
+/// Own config, persist file, pid file and control socket under `dir`.
+pub struct SyslogNg {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl SyslogNg {
+    /// `dir` must hold the Pki files. Returns None (skip) without syslog-ng.
+    pub fn start(dir: &Path, port: u16) -> Option<SyslogNg> {
+        let root = syslog_ng_root()?;
+        let d = dir.display();
+        let conf = format!(
+            "@version: 3.38\n\
+             options {{ log-msg-size(262144); keep-hostname(yes); stats-freq(0); }};\n\
+             source s_in {{ syslog(ip(\"127.0.0.1\") port({port}) transport(\"tls\") \
+               flags(store-raw-message) log-msg-size(262144) \
+               tls(ca-file(\"{d}/ca.pem\") key-file(\"{d}/server.key\") \
+                   cert-file(\"{d}/server.pem\") peer-verify(required-trusted))); }};\n\
+             destination d_msg {{ file(\"{d}/msg.log\" template(\"${{MSG}}\\n\") \
+               template-escape(no)); }};\n\
+             destination d_raw {{ file(\"{d}/raw.log\" template(\"${{RAWMSG}}\\n\")); }};\n\
+             log {{ source(s_in); destination(d_msg); destination(d_raw); \
+               flags(flow-control); }};\n"
+        );
+        let conf_path = dir.join("syslog-ng.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let lib = |p: &str| root.join(p).display().to_string();
+        let ld = [
+            lib("usr/lib/x86_64-linux-gnu"),
+            lib("lib/x86_64-linux-gnu"),
+            lib("usr/lib/aarch64-linux-gnu"),
+            lib("lib/aarch64-linux-gnu"),
+            lib("usr/lib/syslog-ng"),
+        ]
+        .join(":");
+        let modules = std::fs::read_dir(root.join("usr/lib/syslog-ng"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.is_dir() && p.join("libafsocket.so").exists())
+            .expect("syslog-ng module directory");
+        let log = std::fs::File::create(dir.join("syslog-ng.stderr")).unwrap();
+        let child = Command::new(root.join("usr/sbin/syslog-ng"))
+            .env("LD_LIBRARY_PATH", ld)
+            .arg("--foreground")
+            .arg("--stderr")
+            .arg("--no-caps")
+            .arg(format!("--cfgfile={}", conf_path.display()))
+            .arg(format!("--persist-file={d}/syslog-ng.persist"))
+            .arg(format!("--pidfile={d}/syslog-ng.pid"))
+            .arg(format!("--control={d}/syslog-ng.ctl"))
+            .arg(format!("--module-path={}", modules.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut ng = SyslogNg {
+            dir: dir.to_owned(),
+            port,
+            child: Some(child),
+        };
+        let start = Instant::now();
+        while start.elapsed() < START_WAIT {
+            if let Some(c) = ng.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    let err =
+                        std::fs::read_to_string(dir.join("syslog-ng.stderr")).unwrap_or_default();
+                    panic!("syslog-ng exited at start ({st}): {err}");
+                }
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(ng);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("syslog-ng did not listen on {port} within {START_WAIT:?}");
+    }
+
+    pub fn msg_log(&self) -> PathBuf {
+        self.dir.join("msg.log")
+    }
+
+    /// Lines of msg.log once it holds at least `n` (or after `limit`).
+    pub fn wait_lines(&self, n: usize, limit: Duration) -> Vec<String> {
+        wait_file_lines(&self.msg_log(), n, limit)
+    }
+
+    /// SIGTERM, then SIGKILL after STOP_WAIT.
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            terminate(c);
+        }
+    }
+}
+
+impl Drop for SyslogNg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SIGTERM a child, SIGKILL it after STOP_WAIT.
+fn terminate(mut c: Child) {
+    // SAFETY: plain kill(2) on the pid of our own child.
+    unsafe {
+        libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while start.elapsed() < STOP_WAIT {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Lines of `path` once it holds at least `n` (or after `limit`).
+pub fn wait_file_lines(path: &Path, n: usize, limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n || start.elapsed() >= limit {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

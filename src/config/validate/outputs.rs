@@ -30,6 +30,11 @@ const OUTPUT_TYPES: &[OutputType] = &[
         check: syslog,
     },
     OutputType {
+        name: "relp",
+        keys: SYSLOG_KEYS,
+        check: relp,
+    },
+    OutputType {
         name: "stdout",
         keys: &[],
         check: stdout,
@@ -54,6 +59,10 @@ fn devo(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
 
 fn syslog(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
     check_tls_output(c, f, Certs::Optional).map(OutputKind::Syslog)
+}
+
+fn relp(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
+    check_tls_output(c, f, Certs::Optional).map(OutputKind::Relp)
 }
 
 fn stdout(_: &mut Checker<'_>, _: &Fields<'_>) -> Option<OutputKind> {
@@ -305,7 +314,7 @@ mod tests {
     #[test]
     fn each_registered_type_is_dispatched_and_named_in_messages() {
         let names: Vec<&str> = OUTPUT_TYPES.iter().map(|t| t.name).collect();
-        assert_eq!(names, ["devo_platform", "syslog", "stdout", "file"]);
+        assert_eq!(names, ["devo_platform", "syslog", "relp", "stdout", "file"]);
         let got = outputs(
             "  a:\n    type: stdout\n  b:\n    type: file\n    config:\n      path: /tmp/x\n  c:\n    type: syslog\n    config:\n      address: h\n      port: 514\n      type: TCP\n  d:\n    type: devo_platform\n    config:\n      address: h\n      port: 443\n      type: TCP\n",
         )
@@ -322,12 +331,13 @@ mod tests {
         let lines =
             outputs("  a:\n    config:\n      path: x\n  b:\n    type: sislog\n").unwrap_err();
         assert!(
-            lines[0].ends_with("add `type: devo_platform` (or syslog, stdout, file)"),
+            lines[0].ends_with("add `type: devo_platform` (or syslog, relp, stdout, file)"),
             "{lines:?}"
         );
         assert!(
-            lines[1]
-                .contains("did you mean `syslog`? (one of devo_platform, syslog, stdout, file)"),
+            lines[1].contains(
+                "did you mean `syslog`? (one of devo_platform, syslog, relp, stdout, file)"
+            ),
             "{lines:?}"
         );
         // A type's keys are its own: `tag` belongs to syslog, not to Devo.
