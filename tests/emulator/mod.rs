@@ -149,6 +149,8 @@ pub struct TenantSpec {
     pub next_pad: usize,
     /// RWS entries per page for this tenant (`EmuOptions::page_size` when `None`).
     pub page_size: Option<usize>,
+    /// RWS: a comment of this many bytes between the feed's head and its first entry.
+    pub comment_bytes: usize,
 }
 
 /// A hostile response body (issue 14).
@@ -183,6 +185,7 @@ impl TenantSpec {
             malformed_next_pages: false,
             next_pad: 0,
             page_size: None,
+            comment_bytes: 0,
         }
     }
     pub fn with_secret(mut self, secret: &str) -> TenantSpec {

@@ -583,6 +583,12 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         x,
         "<?xml version=\"1.0\" encoding=\"utf-8\" standalone=\"yes\"?>\r\n<feed xml:base=\"{base}\" xmlns=\"http://www.w3.org/2005/Atom\" xmlns:d=\"{ns}://schemas.microsoft.com/ado/2007/08/dataservices\" xmlns:m=\"{ns}://schemas.microsoft.com/ado/2007/08/dataservices/metadata\">\r\n  <id>{base}MessageTrace</id>\r\n  <title type=\"text\">MessageTrace</title>\r\n  <updated>{updated}</updated>\r\n  <link rel=\"self\" title=\"MessageTrace\" href=\"MessageTrace\" />\r\n"
     );
+    let comment = spec.as_ref().map_or(0, |t| t.comment_bytes);
+    if comment > 0 {
+        x.push_str("  <!-- ");
+        x.push_str(&"c".repeat(comment));
+        x.push_str(" -->\r\n");
+    }
     let mut served = Vec::with_capacity(page.len());
     for (i, r) in page.iter().enumerate() {
         let idx = skip + i;

@@ -1233,3 +1233,21 @@ fn a_wall_clock_jump_forward_does_not_pull_ahead() {
     );
     eprintln!("hostile: clock jump: {line}");
 }
+
+#[test]
+fn a_huge_comment_is_not_called_an_entry() {
+    let emu = Emulator::start(faulty_and_healthy(TenantSpec {
+        comment_bytes: 1 << 20,
+        ..TenantSpec::new("x")
+    }));
+    let w = two_tenants("hostile-comment", &emu);
+    let out = w.run(RUN_ONCE, secs(60));
+    let log = stderr(&out);
+    let line = log
+        .lines()
+        .find(|l| l.contains("markup outside the entries (a comment or processing instruction) is larger than 1048576 bytes"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(!log.contains("one entry is larger than"), "{log}");
+    assert_second_up_to_date(&log);
+    eprintln!("hostile: 1 MiB comment: {line}");
+}
