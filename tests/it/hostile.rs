@@ -1070,7 +1070,7 @@ fn daemon_survives(
     needle: &str,
     limit: Duration,
     healthy_done: bool,
-) -> String {
+) -> (String, u64) {
     let emu = Emulator::start(opts);
     let w = two_tenants(name, &emu);
     let yaml = w
@@ -1090,6 +1090,7 @@ fn daemon_survives(
     std::thread::sleep(secs(2));
     let status = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
     let log_after = w.read("run.log");
+    let peak = crate::harness::vm_hwm_kib(p.pid() as u32).unwrap_or(0);
     p.kill9();
     assert!(
         status.is_none(),
@@ -1098,15 +1099,17 @@ fn daemon_survives(
     if healthy_done {
         assert_second_up_to_date(&log_after);
     }
-    log.lines()
+    let line = log
+        .lines()
         .find(|l| l.contains(needle))
         .unwrap_or_default()
-        .to_string()
+        .to_string();
+    (line, peak)
 }
 
 #[test]
 fn a_900_kb_next_link_is_refused_not_fatal() {
-    let line = daemon_survives(
+    let (line, _) = daemon_survives(
         "hostile-huge-link",
         faulty_and_healthy(TenantSpec {
             next_pad: 900 * 1024,
@@ -1133,7 +1136,7 @@ fn a_page_over_the_record_cap_is_malformed_not_fatal() {
             ..TenantSpec::new("x")
         })
     };
-    let line = daemon_survives(
+    let (line, peak) = daemon_survives(
         "hostile-record-cap",
         opts,
         23 * 3600,
@@ -1141,7 +1144,8 @@ fn a_page_over_the_record_cap_is_malformed_not_fatal() {
         secs(50),
         false,
     );
-    eprintln!("hostile: record cap: {line}");
+    eprintln!("hostile: record cap: peak RSS {peak} KiB: {line}");
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
 }
 
 /// Where Debian's `faketime` puts the library (tests/support/install-tools.sh).
