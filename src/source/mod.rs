@@ -18,6 +18,7 @@ pub mod api;
 pub mod graph;
 pub mod link;
 pub mod reporting;
+mod xml;
 
 pub use api::Api;
 
