@@ -882,15 +882,17 @@ fn a_cursor_aging_past_the_limit_while_running_is_clamped() {
     std::fs::write(&path, msgtrace::state::encode_record(&saved)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut p = w.spawn_log(&["run", "-c", "config/config.yaml"], &[], "run.log");
-    let log = w.wait_log(
-        "run.log",
-        "aged past the API's limit while running",
-        secs(30),
+    // Both passes' cursors age (the settle cursor was clamped to the margin at open):
+    // wait for the line about the saved (first pass) cursor.
+    let needle = format!(
+        "cursor {} aged past the API's limit while running",
+        msgtrace::time::rfc3339(start)
     );
+    let log = w.wait_log("run.log", &needle, secs(30));
     p.kill9();
     let line = log
         .lines()
-        .find(|l| l.contains("aged past the API's limit while running"))
+        .find(|l| l.contains(&needle))
         .unwrap_or_default();
     assert!(
         line.contains("WARNING") || line.to_lowercase().contains("warn"),
