@@ -12,7 +12,6 @@
 //! into a bounded batch), move the cursor before every output confirmed the page, or
 //! skip a window that keeps failing (it is retried next period).
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,58 +31,16 @@ use crate::window;
 use crate::{backoff, debug, error, info, warning};
 use crate::{event, http, time};
 
+mod faults;
+mod pacer;
+
+pub use pacer::{Pacer, PACER_SPAN};
+
 /// Encoded events are handed to the outputs in batches of about this many bytes: large
 /// TLS records, and memory that does not grow with the page size.
 pub const BATCH_BYTES: usize = 128 * 1024;
 /// Ceiling of the exponential retry backoff.
 pub const MAX_BACKOFF_SECS: u64 = 300;
-/// Graph's request budget is counted over this sliding span.
-pub const PACER_SPAN: Duration = Duration::from_secs(300);
-
-/// Sliding-window pacer: at most `budget` requests in any `PACER_SPAN`, retried
-/// requests included, so Graph's shared 100-per-5-minutes limit is never how we learn.
-#[derive(Debug)]
-pub struct Pacer {
-    budget: usize,
-    sent: VecDeque<Instant>,
-}
-
-impl Pacer {
-    pub fn new(budget: u32) -> Self {
-        Pacer {
-            budget: usize::try_from(budget).unwrap_or(usize::MAX).max(1),
-            sent: VecDeque::new(),
-        }
-    }
-
-    /// How long to wait before the next request may go out (zero when it may now).
-    pub fn wait(&mut self, now: Instant) -> Duration {
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= PACER_SPAN)
-        {
-            self.sent.pop_front();
-        }
-        if self.sent.len() < self.budget {
-            return Duration::ZERO;
-        }
-        self.sent.front().map_or(Duration::ZERO, |t| {
-            t.checked_add(PACER_SPAN)
-                .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
-        })
-    }
-
-    pub fn record(&mut self, now: Instant) {
-        self.sent.push_back(now);
-    }
-
-    /// Requests still allowed in the current span (as of the last `wait`).
-    pub fn remaining(&self) -> usize {
-        self.budget.saturating_sub(self.sent.len())
-    }
-}
-
 /// What the scheduler does with a tenant after a step.
 #[derive(Debug)]
 pub enum Next {
@@ -551,130 +508,6 @@ impl Tenant {
         }
     }
 
-    /// SPEC §3: a cursor or window in progress that aged past the API's limit while
-    /// running is clamped at once, and the span that can no longer be pulled logged.
-    /// Each pass's cursor is clamped on its own; a window in progress that aged is
-    /// dropped and its pass starts again at the clamped instant.
-    fn clamp_running(&mut self, now: i64) -> Result<()> {
-        let api = self.input.service.api;
-        let margin = self.input.margin_secs;
-        let in_progress = self.phase.window().map(|w| (w.pass, w.start));
-        let mut moved = false;
-        for pass in [Pass::First, Pass::Settle] {
-            let start = match in_progress {
-                Some((p, s)) if p == pass => s,
-                _ => match pass {
-                    Pass::First => self.cursor.window_start,
-                    Pass::Settle => self.cursor.settle_start,
-                },
-            };
-            let Some((clamped, lost)) = crate::paging::aged_start(api, start, now, margin) else {
-                continue;
-            };
-            warning!(
-                self.comp,
-                "the {} cursor {} aged past the API's limit while running: moved to {}, records of {} ({} to {}) cannot be pulled any more",
-                pass.name(),
-                time::rfc3339(start),
-                time::rfc3339(clamped),
-                time::human_duration(lost),
-                time::rfc3339(start),
-                time::rfc3339(clamped)
-            );
-            if in_progress.is_some_and(|(p, _)| p == pass) {
-                // The window in progress is dropped; its pass starts at `clamped`.
-                self.advance(|p| p.page_done(None));
-                self.paging.done();
-                self.set = None;
-            }
-            match pass {
-                Pass::First => self.cursor.window_start = self.cursor.window_start.max(clamped),
-                Pass::Settle => self.cursor.settle_start = self.cursor.settle_start.max(clamped),
-            }
-            moved = true;
-        }
-        if !moved {
-            return Ok(());
-        }
-        self.phase.store(&mut self.cursor);
-        self.checkpoint()
-    }
-
-    /// `now` as far as the pull targets may see it: a wall-clock jump forward is held to
-    /// monotonic time since the last pull (SPEC §3), and logged once.
-    fn guarded_now(&mut self, now: i64) -> i64 {
-        let target = window::target(now, self.input.service.delay_secs);
-        let (guarded, jump) = self.clock.target(target, Instant::now());
-        if let Some(ahead) = jump {
-            warning!(
-                self.comp,
-                "the wall clock jumped forward ({} ahead of monotonic time): the pull target follows monotonic time, so no window is read before its records exist",
-                time::human_duration(ahead)
-            );
-        }
-        now.saturating_sub(target.saturating_sub(guarded))
-    }
-
-    /// Act on the next-link policy: read the window again from its start, or fail it
-    /// for this period (SPEC §3). `cause` is what happened to the link. The ledger
-    /// filters what the window already delivered.
-    fn link_verdict(&mut self, verdict: LinkVerdict, cause: &str) -> Result<Next> {
-        match verdict {
-            LinkVerdict::Keep => Ok(Next::After(Duration::ZERO)),
-            LinkVerdict::Restart(why) => {
-                let (ws, we) = self.phase.window().map_or((0, 0), |w| (w.start, w.end));
-                warning!(
-                    self.comp,
-                    "{why} ({}): the link is dropped and window {} - {} is read again from its start",
-                    crate::log::sanitize_remote(cause),
-                    time::rfc3339(ws),
-                    time::rfc3339(we)
-                );
-                if let Some(w) = self.phase.window_mut() {
-                    w.next_link = None;
-                    w.attempt = 0;
-                }
-                self.phase.store(&mut self.cursor);
-                self.checkpoint()?;
-                Ok(Next::After(Duration::ZERO))
-            }
-            LinkVerdict::Fail(why) => {
-                if let Some(w) = self.phase.window_mut() {
-                    w.next_link = None;
-                }
-                self.phase.store(&mut self.cursor);
-                self.checkpoint()?;
-                let e = Error::Malformed(why);
-                error!(self.comp, "{e}; the window will be retried next period");
-                Ok(self.finish_pull(Some(e)))
-            }
-        }
-    }
-
-    /// Checkpoint the cursor. What a tenant's data put in it (too many migrated edge
-    /// keys, an overlong next link) is bounded first, so only this host's disk can
-    /// fail it (exit 3).
-    fn checkpoint(&mut self) -> Result<()> {
-        if let Some(dropped) = crate::paging::bound_edge_keys(&mut self.cursor.edge_keys) {
-            warning!(
-                self.comp,
-                "{dropped} records at the end second of the window are not remembered for the next window (at most {} are): they may be sent twice",
-                crate::state::MAX_EDGE_KEYS
-            );
-        }
-        let too_long = |l: &Option<String>| {
-            l.as_ref()
-                .is_some_and(|l| l.len() > crate::paging::MAX_LINK_LEN)
-        };
-        if too_long(&self.cursor.next_link) {
-            self.cursor.next_link = None;
-        }
-        if too_long(&self.cursor.settle_link) {
-            self.cursor.settle_link = None;
-        }
-        self.state.checkpoint(&self.cursor)
-    }
-
     /// Stream the page through the ledger's dedup set and the encoder into the
     /// outputs, confirm, append the page to the ledger, checkpoint.
     fn consume(
@@ -897,64 +730,6 @@ impl Tenant {
         Ok(Next::After(Duration::ZERO))
     }
 
-    /// The page at `url` failed to parse in `MAX_PARSE_FAILURE_PERIODS` periods in a
-    /// row (SPEC §3): what parsed (`parsed` records) was delivered; its raw bytes go to
-    /// a dead letter, the window is closed after it and the tenant goes on. When the
-    /// dead letter cannot be written nothing is skipped: the window fails as before.
-    fn dead_letter(
-        &mut self,
-        url: &str,
-        e: &Error,
-        raw: &crate::deadletter::Captured,
-        parsed: u64,
-    ) -> Result<Next> {
-        let api = self.input.service.api;
-        let (pass, ws, we) = self
-            .phase
-            .window()
-            .map_or((Pass::First, 0, 0), |w| (w.pass, w.start, w.end));
-        let page = crate::log::scrub_url(url);
-        let written = crate::deadletter::write(
-            &self.state_dir,
-            &self.input.id,
-            time::now(),
-            url,
-            &e.to_string(),
-            raw,
-        );
-        let path = match written {
-            Ok(p) => p,
-            Err(w) => {
-                self.checkpoint()?;
-                return Ok(self.fail(
-                    Error::Malformed(format!("{e}; the dead letter could not be written: {w}"))
-                        .context(format!("page {page}")),
-                ));
-            }
-        };
-        let rejected = crate::deadletter::count_entries(api, &raw.bytes)
-            .saturating_sub(parsed)
-            .max(1);
-        self.rejected_entries = self.rejected_entries.saturating_add(rejected);
-        warning!(
-            self.comp,
-            "page {page} failed to parse in {} periods in a row ({e}): the {parsed} record(s) that parsed were delivered, the raw page is in the dead letter {} ({rejected} rejected entries, rejected_entries {}); window {} - {} ({}) ends after this page",
-            crate::deadletter::MAX_PARSE_FAILURE_PERIODS,
-            path.display(),
-            self.rejected_entries,
-            time::rfc3339(ws),
-            time::rfc3339(we),
-            pass.name()
-        );
-        self.paging.done();
-        self.window_done(pass, ws, we);
-        self.advance(|p| p.page_done(None));
-        self.phase.store(&mut self.cursor);
-        self.checkpoint()?;
-        crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
-        Ok(Next::After(Duration::ZERO))
-    }
-
     /// The longest window the API's rule gives (the configured length for the
     /// Reporting Web Service, 10 days for Graph).
     fn api_max(&self) -> i64 {
@@ -1123,20 +898,5 @@ mod tests {
         // The window already ends right after the burst: page on.
         assert_eq!(oversized(max + 1, Some(10_000), 9_950, 10_000), None);
         assert_eq!(oversized(max + 1, None, 0, 10_000), None);
-    }
-
-    #[test]
-    fn pacer_keeps_every_span_within_budget() {
-        let t0 = Instant::now();
-        let mut p = Pacer::new(3);
-        for i in 0..3 {
-            assert!(p.wait(t0 + Duration::from_secs(i)).is_zero());
-            p.record(t0 + Duration::from_secs(i));
-        }
-        assert_eq!(
-            p.wait(t0 + Duration::from_secs(10)),
-            Duration::from_secs(290)
-        );
-        assert!(p.wait(t0 + Duration::from_secs(300)).is_zero());
     }
 }
