@@ -23,8 +23,7 @@ use miniserde::json::{self, Value};
 
 use crate::emulator::{EmuOptions, Emulator};
 use crate::harness::{
-    final_cursor, json_lines, logged_start, s, tls_output_yaml, wait_with_deadline, Cfg, Workdir,
-    RWS_SERVICE,
+    json_lines, logged_start, s, tls_output_yaml, wait_with_deadline, Cfg, Workdir, RWS_SERVICE,
 };
 use crate::receivers::{Pki, RawOptions, RawReceiver};
 
@@ -815,7 +814,13 @@ fn scratch_image_builds_and_runs_with_the_vendor_volumes() {
     // Every record of the covered range reached the receiver once, as Devo lines.
     let input = "office365_exchange_message";
     let start = logged_start(&stderr, input).expect("start logged");
-    let end = final_cursor(&vol.join("state"), "1000", RWS_SERVICE).window_start;
+    // The state file belongs to the image's user (10001): `peek` refuses to read another
+    // user's file (SPEC §6), so the test decodes its bytes directly.
+    let state = msgtrace::state::state_path(&vol.join("state"), "1000", RWS_SERVICE);
+    let end = msgtrace::state::recover(&std::fs::read(&state).unwrap())
+        .cursor
+        .expect("a cursor in the image's state file")
+        .window_start;
     let expected: BTreeSet<(String, String)> = emu
         .expected("tenant-1", start, end, crate::emulator::now_secs())
         .iter()
