@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod detail_queue;
 pub mod error;
 pub mod event;
 pub mod http;

@@ -69,6 +69,7 @@ pub(super) fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Serv
         refuse_sovereign_clouds(c, &s);
     }
     ignored_key_warnings(c, &s, api);
+    detail_share_check(c, &s, &v);
     let url = |key: &keys::Key| v.text(key).unwrap_or_default();
     Some(ServiceConfig {
         api,
@@ -89,7 +90,47 @@ pub(super) fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Serv
         graph_url: with_path(&url(&keys::OVERRIDE_GRAPH_URL), keys::GRAPH_PATH),
         ca_file: v.path(&keys::CA_FILE),
         max_requests_per_5_minutes: v.u32(&keys::MAX_REQUESTS_PER_5_MINUTES),
+        trace_details_statuses: v
+            .text(&keys::TRACE_DETAILS_STATUSES)
+            .map(|t| t.split(',').map(str::to_ascii_lowercase).collect())
+            .unwrap_or_default(),
+        max_detail_requests_per_5_minutes: v.u32(&keys::MAX_DETAIL_REQUESTS_PER_5_MINUTES),
+        max_pending_details: v.u32(&keys::MAX_PENDING_DETAILS),
     })
+}
+
+/// With details on, their share must leave list calls [`keys::LIST_RESERVE`] requests
+/// of `max_requests_per_5_minutes`.
+fn detail_share_check(c: &mut Checker<'_>, s: &Fields<'_>, v: &Values) {
+    if v.text(&keys::TRACE_DETAILS_STATUSES).is_none() {
+        return;
+    }
+    let total = v.int(&keys::MAX_REQUESTS_PER_5_MINUTES);
+    let share = v.int(&keys::MAX_DETAIL_REQUESTS_PER_5_MINUTES);
+    let most = total.saturating_sub(keys::LIST_RESERVE);
+    if share <= most {
+        return;
+    }
+    let key = &keys::MAX_DETAIL_REQUESTS_PER_5_MINUTES;
+    let pos = s
+        .opt(key.name)
+        .or_else(|| s.opt(keys::MAX_REQUESTS_PER_5_MINUTES.name))
+        .map_or(s.pos, |e| e.node.pos);
+    let fix = if most >= 1 {
+        format!("set {} to at most {most}, or raise max_requests_per_5_minutes", key.name)
+    } else {
+        format!(
+            "raise max_requests_per_5_minutes to at least {} or remove trace_details_statuses",
+            keys::LIST_RESERVE.saturating_add(1)
+        )
+    };
+    c.err(
+        pos,
+        None,
+        &s.path(key.name),
+        format!("{share} leaves list calls fewer than {} of max_requests_per_5_minutes ({total})", keys::LIST_RESERVE),
+        fix,
+    );
 }
 
 /// A delay below [`SAFE_DELAY_SECS`] is allowed but may miss records that settle late.
