@@ -133,8 +133,8 @@ fn text_at(b: &[u8], at: &mut usize) -> Option<String> {
 }
 
 fn decode_payload(p: &[u8]) -> Option<Rec> {
-    match p.first()? {
-        &ENTRY => {
+    match *p.first()? {
+        ENTRY => {
             let seq = u64_at(p, 1)?;
             let mut at = 9;
             let trace_id = text_at(p, &mut at)?;
@@ -145,7 +145,7 @@ fn decode_payload(p: &[u8]) -> Option<Rec> {
                 recipient,
             }))
         }
-        &HEAD => (p.len() == 9).then(|| u64_at(p, 1).map(Rec::Head))?,
+        HEAD => (p.len() == 9).then(|| u64_at(p, 1).map(Rec::Head))?,
         _ => None,
     }
 }
@@ -154,13 +154,10 @@ fn decode_payload(p: &[u8]) -> Option<Rec> {
 fn decode(bytes: &[u8]) -> (Vec<Rec>, usize) {
     let mut recs = Vec::new();
     let mut pos = 0usize;
-    loop {
-        let Some(h) = pos
-            .checked_add(HEADER_LEN)
-            .and_then(|end| bytes.get(pos..end))
-        else {
-            break;
-        };
+    while let Some(h) = pos
+        .checked_add(HEADER_LEN)
+        .and_then(|end| bytes.get(pos..end))
+    {
         let (Some(&MAGIC), Some(&VERSION)) = (h.first(), h.get(1)) else {
             break;
         };

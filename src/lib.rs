@@ -19,6 +19,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detail_queue;
+pub mod details;
 pub mod error;
 pub mod event;
 pub mod http;

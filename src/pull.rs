@@ -32,6 +32,19 @@ pub const MAX_BACKOFF_SECS: u64 = 300;
 /// Graph's request budget is counted over this sliding span.
 pub const PACER_SPAN: Duration = Duration::from_secs(300);
 
+/// The pacer's span: [`PACER_SPAN`], or `MSGTRACE_PACER_SPAN_SECS` seconds (documented
+/// for tests, which pair it with an emulator counting over the same short span).
+pub fn pacer_span() -> Duration {
+    static SPAN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPAN.get_or_init(|| {
+        std::env::var("MSGTRACE_PACER_SPAN_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(PACER_SPAN, Duration::from_secs)
+    })
+}
+
 /// Sliding-window pacer: at most `budget` requests in any `PACER_SPAN`, retried
 /// requests included, so Graph's shared 100-per-5-minutes limit is never how we learn.
 #[derive(Debug)]
@@ -53,7 +66,7 @@ impl Pacer {
         while self
             .sent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= PACER_SPAN)
+            .is_some_and(|t| now.duration_since(*t) >= pacer_span())
         {
             self.sent.pop_front();
         }
@@ -61,7 +74,7 @@ impl Pacer {
             return Duration::ZERO;
         }
         self.sent.front().map_or(Duration::ZERO, |t| {
-            t.checked_add(PACER_SPAN)
+            t.checked_add(pacer_span())
                 .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
         })
     }
@@ -101,6 +114,8 @@ pub struct Tenant {
     pacer: Option<Pacer>,
     phase: Phase,
     once: bool,
+    /// Trace details (Graph with `trace_details_statuses`), see `details`.
+    details: Option<crate::details::Details>,
 }
 
 impl Tenant {
@@ -219,7 +234,9 @@ impl Tenant {
             .api
             .is_paced()
             .then(|| Pacer::new(svc.max_requests_per_5_minutes));
+        let details = crate::details::Details::open(cfg, input, &comp)?;
         Ok(Tenant {
+            details,
             input: input.clone(),
             comp,
             setup_comp,
@@ -247,6 +264,9 @@ impl Tenant {
 
     /// One step: at most one HTTP request to the message-trace API, and delivery of its page.
     pub fn step(&mut self, outputs: &Delivery) -> Result<Next> {
+        if let Some(next) = self.detail_step(outputs)? {
+            return Ok(next);
+        }
         let now = time::now();
         let svc = self.input.service.clone();
         let api = svc.api;
@@ -388,6 +408,22 @@ impl Tenant {
         }
     }
 
+    /// A trace detail request instead of the list step, when `details` says so.
+    fn detail_step(&mut self, outputs: &Delivery) -> Result<Option<Next>> {
+        let Some(d) = self.details.as_mut() else {
+            return Ok(None);
+        };
+        let ctx = crate::details::Ctx {
+            input: &self.input,
+            agent: &self.agent,
+            tokens: &mut self.tokens,
+            pacer: self.pacer.as_mut(),
+            list_idle: self.phase.is_idle(),
+            once: self.once,
+        };
+        d.step(ctx, outputs)
+    }
+
     /// Stream the page through dedup and the encoder into the outputs, confirm, checkpoint.
     fn consume(
         &mut self,
@@ -413,10 +449,14 @@ impl Tenant {
         let (mut pending, mut sent, mut filtered) = (0u64, 0u64, 0u64);
         let mut output_err: Option<Error> = None;
         let dedup = &mut self.dedup;
+        let mut details = self.details.as_mut();
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
             match dedup.check(rec.key(), rec.received(), we) {
                 Verdict::Filter => filtered = filtered.saturating_add(1),
                 Verdict::Send => {
+                    if let Some(d) = details.as_deref_mut() {
+                        d.note(rec);
+                    }
                     event::encode(rec, pull_id, &mut batch);
                     pending = pending.saturating_add(1);
                     sent = sent.saturating_add(1);
@@ -446,6 +486,9 @@ impl Tenant {
         drop(batch);
         if let Some(e) = output_err {
             self.dedup.rollback();
+            if let Some(d) = self.details.as_mut() {
+                d.discard_page();
+            }
             warning!(
                 self.comp,
                 "page not delivered, it will be pulled again: {e}"
@@ -453,6 +496,9 @@ impl Tenant {
             return Ok(Next::OutputDown);
         }
         self.dedup.confirm();
+        if let Some(d) = self.details.as_mut() {
+            d.page_delivered(&self.input.id)?;
+        }
         if let Some(p) = self.phase.pull_mut() {
             p.sent = p.sent.saturating_add(sent);
             p.filtered = p.filtered.saturating_add(filtered);
@@ -513,6 +559,10 @@ impl Tenant {
                 crate::output::DEFAULT_TAG,
                 p.started.elapsed().as_secs_f64()
             );
+        }
+        let period = self.period();
+        if let Some(d) = self.details.as_mut() {
+            return d.list_finished(self.once, failed.map_or(Ok(()), Err), period);
         }
         match (self.once, failed) {
             (true, f) => Next::Done(f.map_or(Ok(()), Err)),

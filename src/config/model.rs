@@ -101,6 +101,8 @@ pub struct TlsOutput {
     pub key: Option<PathBuf>,
     /// [`DEFAULT_TAG`] unless configured (syslog `tag`).
     pub tag: String,
+    /// Tag of trace detail events; empty: `crate::output::DEFAULT_DETAIL_TAG`.
+    pub detail_tag: String,
 }
 
 /// The syslog tag (APP-NAME) when an output does not set `tag`: defined once, by the outputs.
