@@ -22,8 +22,6 @@ const RWS_MAX_AGE: i64 = 10 * DAY;
 /// Graph limits: window length, start age.
 const GRAPH_MAX_WINDOW: i64 = 10 * DAY;
 const GRAPH_MAX_AGE: i64 = 90 * DAY;
-/// Graph's throttling window.
-const GRAPH_WINDOW: Duration = Duration::from_secs(300);
 /// Prefix of the emulator's Graph `$skiptoken` (opaque to clients, an offset inside).
 const SKIP_PREFIX: &str = "RU1VX";
 
@@ -36,7 +34,7 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
     let (api, tenant, resp) = if lower == RWS_PATH {
         let (t, r) = rws(sh, req);
         ("rws", t, r)
-    } else if lower == GRAPH_PATH {
+    } else if lower == GRAPH_PATH || lower.starts_with(&format!("{GRAPH_PATH}/")) {
         let (t, r) = graph(sh, req);
         ("graph", t, r)
     } else if let Some((tenant, v2)) = token_path(&req.path) {
@@ -64,6 +62,11 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
         status: resp.status,
         api,
         cut: resp.cut_at.is_some(),
+        budget: resp.status == 429
+            && resp
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("x-emulator-budget")),
     });
     resp
 }
@@ -721,14 +724,14 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         let q = st.graph_times.entry(ti).or_default();
         while q
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= GRAPH_WINDOW)
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(sh.opts.graph_window_secs))
         {
             q.pop_front();
         }
         q.push_back(now);
         if q.len() > limit {
             let oldest = q.front().copied().unwrap_or(now);
-            let wait = GRAPH_WINDOW
+            let wait = Duration::from_secs(sh.opts.graph_window_secs)
                 .saturating_sub(now.duration_since(oldest))
                 .as_secs()
                 + 1;
@@ -740,7 +743,8 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
                     "TooManyRequests",
                     "Too many requests. The tenant exceeded 100 message trace requests in 5 minutes.",
                 )
-                .with_header("Retry-After", wait.to_string()),
+                .with_header("Retry-After", wait.to_string())
+                .with_header("X-Emulator-Budget", "exceeded"),
             );
         }
     }
@@ -751,6 +755,9 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             text.push_str(&format!("{k}: {v}\r\n"));
         }
         return (tenant, Response::new(400, "text/plain", text));
+    }
+    if let Some(rest) = req.path.get(GRAPH_PATH.len()..).filter(|r| r.starts_with('/')) {
+        return (tenant.clone(), details(sh, ti, &tenant, req, rest, &faults));
     }
     let Some(filter) = req.param("$filter") else {
         return (
@@ -941,7 +948,127 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     if fault == Fault::Cut {
         resp.cut_at = Some(cut_point(&resp.body, b"{\"id\":"));
     } else {
+        let mut st = sh.lock();
+        for r in page {
+            let f = flow.render(r, snap);
+            st.graph_served
+                .insert((ti, f.trace_id, f.recipient.to_lowercase()), (*r, f.status));
+        }
+        drop(st);
         log_served(sh, ti, served);
     }
     (tenant, resp)
 }
+
+/// `GET …/messageTraces/{id}/getDetailsByRecipient(recipientAddress='{address}')` (the
+/// path already percent-decoded; `''` is a `'`): the record's detail events, 404 for a
+/// record never served in a Graph page, with the Graph faults (429, 503, cut body).
+fn details(
+    sh: &Shared,
+    ti: usize,
+    tenant: &str,
+    req: &Request,
+    rest: &str,
+    faults: &super::Faults,
+) -> Response {
+    const FUNC: &str = "getdetailsbyrecipient(recipientaddress='";
+    let Some((id, call)) = rest.trim_start_matches('/').split_once('/') else {
+        return graph_error(
+            400,
+            "BadRequest",
+            "Resource not found for the segment 'messageTraces'.",
+        );
+    };
+    let arg = call
+        .to_lowercase()
+        .starts_with(FUNC)
+        .then(|| call.get(FUNC.len()..))
+        .flatten()
+        .and_then(|a| a.strip_suffix("')"));
+    let Some(arg) = arg else {
+        return graph_error(
+            400,
+            "BadRequest",
+            "Expected getDetailsByRecipient(recipientAddress='…').",
+        );
+    };
+    // A lone `'` inside the literal is a syntax error in OData; `''` is one quote.
+    if arg.replace("''", "").contains('\'') {
+        return graph_error(
+            400,
+            "BadRequest",
+            "Syntax error: unterminated string literal.",
+        );
+    }
+    let recipient = arg.replace("''", "'");
+    let fault = if storm(sh, ti) {
+        Fault::Unavailable
+    } else {
+        decide(
+            sh,
+            &format!("{tenant} {}?{}", req.path, req.raw_query),
+            [faults.rate_429, faults.rate_503, faults.rate_cut],
+            faults.max_consecutive,
+        )
+    };
+    match fault {
+        Fault::TooMany => {
+            return graph_error(429, "TooManyRequests", "Too many requests.")
+                .with_header("Retry-After", faults.retry_after_secs.to_string())
+        }
+        Fault::Unavailable => {
+            return graph_error(
+                503,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable.",
+            )
+        }
+        _ => {}
+    }
+    let found = sh
+        .lock()
+        .graph_served
+        .get(&(ti, id.to_string(), recipient.to_lowercase()))
+        .copied();
+    let Some((rec, status)) = found else {
+        return graph_error(404, "NotFound", "The message trace was not found.");
+    };
+    let mut j = String::from("{\"@odata.context\":\"https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.exchangeMessageTraceDetail)\",\"value\":[");
+    let events = super::data::detail_events(id, &recipient, rec.secs, status);
+    for (i, e) in events.iter().enumerate() {
+        // Raw UTF-8 and \u escapes alternate event by event.
+        let v = (i % 2) as u8;
+        if i > 0 {
+            j.push(',');
+        }
+        j.push_str("{\"id\":");
+        json_str(id, v, &mut j);
+        let _ = write!(
+            j,
+            ",\"messageId\":\"<m-{}@emulator>\",\"dateTime\":\"{}\",\"event\":",
+            rec.msg, e.date
+        );
+        json_str(&e.event, v, &mut j);
+        j.push_str(",\"action\":");
+        match &e.action {
+            Some(a) => json_str(a, v, &mut j),
+            None => j.push_str("null"),
+        }
+        j.push_str(",\"description\":");
+        json_str(&e.description, v, &mut j);
+        j.push_str(",\"data\":");
+        json_str(&e.data, v, &mut j);
+        j.push('}');
+    }
+    j.push_str("]}");
+    let mut resp = json(200, j);
+    if fault == Fault::Cut {
+        resp.cut_at = Some(cut_point(&resp.body, b"{\"id\":"));
+    } else {
+        sh.lock()
+            .details_served
+            .push((tenant.to_string(), id.to_string(), recipient));
+    }
+    resp
+}
+
