@@ -198,7 +198,8 @@ impl DetailQueue {
     pub fn open(path: &Path, cap: u32) -> Result<DetailQueue> {
         let mut file =
             open_private(path, Access::AppendCreate).map_err(|e| io_err(path, "cannot open", e))?;
-        let bytes = read_bounded(&mut file, MAX_FILE_LEN).map_err(|e| io_err(path, "cannot read", e))?;
+        let bytes =
+            read_bounded(&mut file, MAX_FILE_LEN).map_err(|e| io_err(path, "cannot read", e))?;
         let (recs, valid) = decode(&bytes);
         if valid < bytes.len() {
             file.set_len(u64::try_from(valid).unwrap_or(0))
@@ -218,7 +219,8 @@ impl DetailQueue {
         for r in recs {
             match r {
                 Rec::Entry(e) => {
-                    q.keys.insert(crate::record::record_key(&e.trace_id, &e.recipient));
+                    q.keys
+                        .insert(crate::record::record_key(&e.trace_id, &e.recipient));
                     q.next_seq = q.next_seq.max(e.seq.saturating_add(1));
                     q.pending.push_back(e);
                 }
@@ -259,7 +261,10 @@ impl DetailQueue {
         let mut out = Vec::new();
         let mut dropped = 0u64;
         for (trace_id, recipient) in rows {
-            if !self.keys.insert(crate::record::record_key(trace_id, recipient)) {
+            if !self
+                .keys
+                .insert(crate::record::record_key(trace_id, recipient))
+            {
                 continue;
             }
             let e = Entry {
@@ -346,7 +351,8 @@ pub fn peek_len(path: &Path) -> Result<Option<usize>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path, "cannot open", e)),
     };
-    let bytes = read_bounded(&mut file, MAX_FILE_LEN).map_err(|e| io_err(path, "cannot read", e))?;
+    let bytes =
+        read_bounded(&mut file, MAX_FILE_LEN).map_err(|e| io_err(path, "cannot read", e))?;
     let (recs, _) = decode(&bytes);
     let head = recs
         .iter()
@@ -414,7 +420,10 @@ mod tests {
         assert_eq!(q.front().unwrap().trace_id, "id-3");
         drop(q);
         let q = DetailQueue::open(&p, 100).unwrap();
-        assert_eq!((q.len(), q.front().unwrap().trace_id.as_str()), (100, "id-3"));
+        assert_eq!(
+            (q.len(), q.front().unwrap().trace_id.as_str()),
+            (100, "id-3")
+        );
     }
 
     #[test]

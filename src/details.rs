@@ -56,12 +56,8 @@ pub fn describe(input: &InputConfig) -> Option<String> {
 /// `state show`'s line: rows awaiting details in the input's queue file, if it has one.
 pub fn queue_line(dir: &std::path::Path, input: &InputConfig) -> Result<Option<String>> {
     let path = crate::detail_queue::queue_path(dir, &input.id);
-    Ok(crate::detail_queue::peek_len(&path)?.map(|n| {
-        format!(
-            "trace details: {n} row(s) pending ({})",
-            path.display()
-        )
-    }))
+    Ok(crate::detail_queue::peek_len(&path)?
+        .map(|n| format!("trace details: {n} row(s) pending ({})", path.display())))
 }
 
 /// The trace details of one input (Graph, `trace_details_statuses` set).
@@ -145,8 +141,7 @@ impl Details {
         if !self.statuses.iter().any(|s| s.eq_ignore_ascii_case(status)) {
             return;
         }
-        if let (Some(id), Some(rcpt)) = (rec.text("MessageTraceId"), rec.text("RecipientAddress"))
-        {
+        if let (Some(id), Some(rcpt)) = (rec.text("MessageTraceId"), rec.text("RecipientAddress")) {
             self.page_rows.push((id.to_string(), rcpt.to_string()));
         }
     }
@@ -191,6 +186,14 @@ impl Details {
     /// The list pull ended (`--once`: with `result`); in a continuous run the next one
     /// is due after `period`. Returns what the scheduler does when details are pending.
     pub fn list_finished(&mut self, once: bool, result: Result<()>, period: Duration) -> Next {
+        info!(
+            self.comp,
+            "Trace details: {} row(s) pending, {} row(s) detailed with {} event(s), {} row(s) dropped (queue full) since the start",
+            self.queue.len(),
+            self.rows_done,
+            self.events_sent,
+            self.queue.dropped
+        );
         if once {
             if self.queue.is_empty() {
                 return Next::Done(result);
@@ -215,8 +218,8 @@ impl Details {
     /// Before a list step: run a detail step instead (`Some`), or let the list go (`None`).
     pub fn step(&mut self, mut ctx: Ctx<'_>, outputs: &Delivery) -> Result<Option<Next>> {
         let now = Instant::now();
-        let list_waiting = ctx.list_idle
-            && (self.once_result.is_some() || self.list_due.is_some_and(|t| now < t));
+        let list_waiting =
+            ctx.list_idle && (self.once_result.is_some() || self.list_due.is_some_and(|t| now < t));
         if ctx.list_idle && !list_waiting {
             self.list_due = None;
         }
@@ -250,7 +253,9 @@ impl Details {
             let until_list = self
                 .list_due
                 .map_or(wait, |t| t.saturating_duration_since(now));
-            return Ok(Some(Next::After(wait.min(until_list).max(Duration::from_millis(10)))));
+            return Ok(Some(Next::After(
+                wait.min(until_list).max(Duration::from_millis(10)),
+            )));
         }
         self.retry_at = None;
         self.request(ctx, outputs).map(Some)

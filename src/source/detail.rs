@@ -82,7 +82,10 @@ pub fn scan_details<R: Read>(
                 row.text("MessageTraceId").unwrap_or(trace_id).to_string(),
             )),
         );
-        ev.push("RecipientAddress", Value::Text(Cow::Owned(recipient.to_string())));
+        ev.push(
+            "RecipientAddress",
+            Value::Text(Cow::Owned(recipient.to_string())),
+        );
         for (name, value) in &row.fields {
             let to = match name.as_ref() {
                 "MessageTraceId" | "StartDate" | "EndDate" | "RecipientAddress" => continue,

@@ -436,8 +436,17 @@ pub struct DetailEvent {
 /// The 2–6 detail events of (trace id, recipient) received at `secs`: derived from a
 /// hash of the pair, identical on every call.
 pub fn detail_events(trace_id: &str, recipient: &str, secs: i64, status: &str) -> Vec<DetailEvent> {
-    const EVENTS: [&str; 5] = ["Send external", "Transport rule", "Spam Diagnostics", "Redirect", "Defer"];
-    let h = hash2(hash_str(trace_id), hash_str(&recipient.to_ascii_lowercase()));
+    const EVENTS: [&str; 5] = [
+        "Send external",
+        "Transport rule",
+        "Spam Diagnostics",
+        "Redirect",
+        "Defer",
+    ];
+    let h = hash2(
+        hash_str(trace_id),
+        hash_str(&recipient.to_ascii_lowercase()),
+    );
     let n = 2 + (h % 5) as usize;
     (0..n)
         .map(|i| {

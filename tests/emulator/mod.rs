@@ -610,11 +610,9 @@ impl Emulator {
     ) -> Option<Vec<DetailEvent>> {
         let ti = self.shared.tenant_index(tenant_id)?;
         let st = self.shared.lock();
-        let (rec, status) = st.graph_served.get(&(
-            ti,
-            trace_id.to_string(),
-            recipient.to_lowercase(),
-        ))?;
+        let (rec, status) =
+            st.graph_served
+                .get(&(ti, trace_id.to_string(), recipient.to_lowercase()))?;
         Some(data::detail_events(trace_id, recipient, rec.secs, status))
     }
 

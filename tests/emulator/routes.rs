@@ -722,10 +722,9 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         let limit = sh.opts.graph_limit_per_5min;
         let mut st = sh.lock();
         let q = st.graph_times.entry(ti).or_default();
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(sh.opts.graph_window_secs))
-        {
+        while q.front().is_some_and(|t| {
+            now.duration_since(*t) >= Duration::from_secs(sh.opts.graph_window_secs)
+        }) {
             q.pop_front();
         }
         q.push_back(now);
@@ -756,7 +755,11 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         }
         return (tenant, Response::new(400, "text/plain", text));
     }
-    if let Some(rest) = req.path.get(GRAPH_PATH.len()..).filter(|r| r.starts_with('/')) {
+    if let Some(rest) = req
+        .path
+        .get(GRAPH_PATH.len()..)
+        .filter(|r| r.starts_with('/'))
+    {
         return (tenant.clone(), details(sh, ti, &tenant, req, rest, &faults));
     }
     let Some(filter) = req.param("$filter") else {
@@ -944,17 +947,19 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         json_str(n, 0, &mut j);
     }
     j.push('}');
+    // Graph knows every record it served, from a cut page too (the collector delivers
+    // the records before a cut).
+    let mut st = sh.lock();
+    for r in page {
+        let f = flow.render(r, snap);
+        st.graph_served
+            .insert((ti, f.trace_id, f.recipient.to_lowercase()), (*r, f.status));
+    }
+    drop(st);
     let mut resp = json(200, j);
     if fault == Fault::Cut {
         resp.cut_at = Some(cut_point(&resp.body, b"{\"id\":"));
     } else {
-        let mut st = sh.lock();
-        for r in page {
-            let f = flow.render(r, snap);
-            st.graph_served
-                .insert((ti, f.trace_id, f.recipient.to_lowercase()), (*r, f.status));
-        }
-        drop(st);
         log_served(sh, ti, served);
     }
     (tenant, resp)
@@ -1071,4 +1076,3 @@ fn details(
     }
     resp
 }
-

@@ -13,6 +13,7 @@ mod config;
 mod crash;
 mod delivery;
 mod deploy;
+mod details;
 mod e2e;
 mod emulator_tests;
 mod fuzz_replay;

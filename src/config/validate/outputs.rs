@@ -49,7 +49,15 @@ const OUTPUT_TYPES: &[OutputType] = &[
 const OUTPUT_KEYS: &[&str] = &["type", "config"];
 /// A TLS receiver (Devo): `address`, `port`, `type`, certificate files.
 /// `detail_tag`: the tag of trace detail events (SPEC §4).
-const TLS_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key", "detail_tag"];
+const TLS_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "type",
+    "chain",
+    "cert",
+    "key",
+    "detail_tag",
+];
 /// A syslog receiver: [`TLS_KEYS`] and the syslog `tag`.
 const SYSLOG_KEYS: &[&str] = &[
     "address",

@@ -133,7 +133,10 @@ fn list(c: &mut Checker<'_>, f: &Fields<'_>, k: &Key, what: &str) -> Got {
             }
         }
         other => {
-            let what = format!("expected {what} separated by commas, found {}", other.kind());
+            let what = format!(
+                "expected {what} separated by commas, found {}",
+                other.kind()
+            );
             c.err(e.node.pos, k.codes.wrong_type, &f.path(k.name), what, fix);
             Got::Unset
         }

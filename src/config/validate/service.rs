@@ -117,7 +117,10 @@ fn detail_share_check(c: &mut Checker<'_>, s: &Fields<'_>, v: &Values) {
         .or_else(|| s.opt(keys::MAX_REQUESTS_PER_5_MINUTES.name))
         .map_or(s.pos, |e| e.node.pos);
     let fix = if most >= 1 {
-        format!("set {} to at most {most}, or raise max_requests_per_5_minutes", key.name)
+        format!(
+            "set {} to at most {most}, or raise max_requests_per_5_minutes",
+            key.name
+        )
     } else {
         format!(
             "raise max_requests_per_5_minutes to at least {} or remove trace_details_statuses",
@@ -128,7 +131,10 @@ fn detail_share_check(c: &mut Checker<'_>, s: &Fields<'_>, v: &Values) {
         pos,
         None,
         &s.path(key.name),
-        format!("{share} leaves list calls fewer than {} of max_requests_per_5_minutes ({total})", keys::LIST_RESERVE),
+        format!(
+            "{share} leaves list calls fewer than {} of max_requests_per_5_minutes ({total})",
+            keys::LIST_RESERVE
+        ),
         fix,
     );
 }
