@@ -269,6 +269,39 @@ mod tests {
         parse_str_with_env(&text, "c.yaml", Path::new("/"), &no_env)
     }
 
+    #[test]
+    fn trace_detail_keys_and_their_share_of_the_budget() {
+        let cfg = with_service_key(
+            "trace_details_statuses: Failed, filteredAsSpam\n        max_pending_details: 100",
+        )
+        .unwrap();
+        let svc = &cfg.inputs[0].service;
+        assert_eq!(svc.trace_details_statuses, ["failed", "filteredasspam"]);
+        assert_eq!(
+            (svc.max_detail_requests_per_5_minutes, svc.max_pending_details),
+            (20, 100)
+        );
+        let off = with_service_key("# defaults").unwrap();
+        assert!(off.inputs[0].service.trace_details_statuses.is_empty());
+        let Err(Error::Config(lines)) = with_service_key(
+            "trace_details_statuses: Failed\n        max_requests_per_5_minutes: 25\n        max_detail_requests_per_5_minutes: 16",
+        ) else {
+            panic!("a detail share leaving list calls 9 requests is accepted")
+        };
+        assert!(
+            lines[0].contains("max_detail_requests_per_5_minutes")
+                && lines[0].contains("set max_detail_requests_per_5_minutes to at most 15"),
+            "{lines:?}"
+        );
+        // Without details the share is not checked.
+        assert!(with_service_key("max_requests_per_5_minutes: 5").is_ok());
+        let Err(Error::Config(lines)) = with_service_key("trace_details_statuses: Failed,,Spam")
+        else {
+            panic!("an empty status is accepted")
+        };
+        assert!(lines[0].contains("trace_details_statuses"), "{lines:?}");
+    }
+
     /// Every row's default is what an absent key yields, and its int/float range is
     /// exactly what validation accepts (bounds in, one beyond out, with the row's code).
     #[test]
