@@ -336,3 +336,63 @@ fn a_full_queue_drops_the_oldest_and_counts_them() {
     assert!(dropped > 0);
     assert!(first.contains("dropped since the start"), "{first}");
 }
+
+#[test]
+fn detail_events_go_out_under_each_outputs_detail_tag() {
+    use crate::receivers::{Pki, RawOptions, RawReceiver, TempDir};
+    let dir = TempDir::new("details-tags");
+    let pki = Pki::create(dir.path());
+    let plain = RawOptions {
+        tls: false,
+        require_client_cert: false,
+        ..RawOptions::default()
+    };
+    let devo = RawReceiver::start(&pki, plain.clone());
+    let syslog = RawReceiver::start(&pki, plain);
+    let emu = emulator(4, Faults::default());
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.graph = true;
+    cfg.cutoff_days = 1;
+    cfg.window = 86_400;
+    cfg.service_extra = "        trace_details_statuses: FilteredAsSpam\n".to_string();
+    cfg.outputs = format!(
+        "  devo_1:\n    type: devo_platform\n    config:\n      address: 127.0.0.1\n      port: {}\n      type: TCP\n      detail_tag: my.app.o365.detail\n  syslog_1:\n    type: syslog\n    config:\n      address: 127.0.0.1\n      port: {}\n      type: TCP\n      tag: rows\n",
+        devo.port, syslog.port
+    );
+    let w = Workdir::new("details-tags");
+    emu.write_ca(w.file("certs/emulator-ca.pem")).unwrap();
+    w.write("config/config.yaml", &cfg.yaml());
+    let out = w.run(
+        &["run", "--once", "-c", "config/config.yaml"],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
+    let devo_text = String::from_utf8(devo.connections().concat()).unwrap();
+    let (mut rows, mut details) = (0, 0);
+    for line in devo_text.lines() {
+        if line.contains("\"Event\":") {
+            details += 1;
+            assert!(line.contains(" my.app.o365.detail: {"), "{line}");
+        } else {
+            rows += 1;
+            assert!(
+                line.contains(" cloud.office365.messagetracing: {"),
+                "{line}"
+            );
+        }
+    }
+    assert!(rows > 0 && details > 0, "{rows} rows, {details} details");
+    let syslog_text = String::from_utf8(syslog.connections().concat()).unwrap();
+    let msgs: Vec<&str> = syslog_text.split("<14>1 ").skip(1).collect();
+    assert_eq!(msgs.len(), rows + details);
+    for m in msgs {
+        let detail = m.contains("\"Event\":");
+        let tag = if detail {
+            " my.app.office365.messagetracedetail - - - {"
+        } else {
+            " rows - - - {"
+        };
+        assert!(m.contains(tag), "{m}");
+    }
+}

@@ -278,7 +278,10 @@ mod tests {
         let svc = &cfg.inputs[0].service;
         assert_eq!(svc.trace_details_statuses, ["failed", "filteredasspam"]);
         assert_eq!(
-            (svc.max_detail_requests_per_5_minutes, svc.max_pending_details),
+            (
+                svc.max_detail_requests_per_5_minutes,
+                svc.max_pending_details
+            ),
             (20, 100)
         );
         let off = with_service_key("# defaults").unwrap();
