@@ -320,13 +320,12 @@ fn a_full_queue_drops_the_oldest_and_counts_them() {
     let dropped = asked.len() - pending - done;
     let logged: usize = log
         .lines()
-        .filter_map(|l| {
-            l.split(" row(s) dropped (queue full)")
-                .next()
-                .filter(|_| l.contains("dropped (queue full)"))
+        .rev()
+        .find_map(|l| {
+            l.split_once(" row(s) dropped (queue full)")
+                .and_then(|(head, _)| head.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
         })
-        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse().ok()))
-        .last()
         .unwrap_or_else(|| panic!("no details summary:\n{log}"));
     assert_eq!(logged, dropped, "dropped rows counted");
     eprintln!(
