@@ -10,6 +10,12 @@
 //! prints `relp EVENTS events/s` and `devo_platform EVENTS events/s`, one line each.
 //!
 //! Must not: bind anything but 127.0.0.1, or run unbounded (every wait has a limit).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -13,6 +13,12 @@
 //! `--mode` lets callgrind count one stage at a time (run twice with different
 //! `--iters`; the difference divided by the extra records is instructions per record).
 //! Must not: do network IO.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::borrow::Cow;
 use std::hint::black_box;

@@ -10,6 +10,12 @@
 //! ```
 //!
 //! Must not: write outside `DIR/msgtrace-bench-state-PID` (removed at the end).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -16,6 +16,12 @@
 //! `--sp-missing ID,…`, `--roles ROLE,…` (for every tenant), `--log-served`,
 //! `--settle-secs SECS`, `--graph-extra-field`,
 //! `--exit-after SECS`. Must not: run unbounded or bind anything but 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 #[path = "../tests/emulator/mod.rs"]
 mod emulator;

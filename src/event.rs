@@ -35,6 +35,8 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Bytes that need a look in a JSON string: `"`, `\\`, control characters, and
 /// 0xE2 (the lead byte of U+2028/U+2029). Everything else is copied in runs.
+// why: evaluated at compile time, where an out-of-range index fails the build.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 const SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -51,6 +53,8 @@ const SPECIAL: [bool; 256] = {
 /// `s` as a JSON string literal. Inlined into `encode` (29 calls a record, mostly
 /// short strings: at `opt-level = "s"` the call cost a tenth of the encoder;
 /// tests/bench/PROFILE.md).
+// why: `i` and `run` only grow up to `b.len()` (each step is 1 or a matched 3-byte sequence).
+#[allow(clippy::arithmetic_side_effects)]
 #[inline(always)]
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
@@ -58,7 +62,7 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
     let mut run = 0; // start of the pending run of bytes copied as they are
     let mut i = 0;
     while let Some(&c) = b.get(i) {
-        if !SPECIAL[usize::from(c)] {
+        if SPECIAL.get(usize::from(c)) != Some(&true) {
             i += 1;
             continue;
         }
@@ -86,7 +90,11 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
         if short.is_empty() {
             out.extend_from_slice(b"\\u");
             for shift in [12u16, 8, 4, 0] {
-                out.push(HEX[usize::from((code >> shift) & 0xF)]);
+                out.push(
+                    HEX.get(usize::from((code >> shift) & 0xF))
+                        .copied()
+                        .unwrap_or(b'0'),
+                );
             }
         } else {
             out.extend_from_slice(short);
@@ -124,13 +132,12 @@ fn write_int(n: i64, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
     let mut v = n.unsigned_abs();
     let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (v % 10) as u8;
-        }
+    // Filled from the right; 20 digits hold any u64, so the loop ends on `v == 0`.
+    for d in digits.iter_mut().rev() {
+        *d = b'0' | (v % 10) as u8; // b'0' is 0x30: OR adds a digit 0..=9
+        i = i.saturating_sub(1);
         v /= 10;
-        if v == 0 || i == 0 {
+        if v == 0 {
             break;
         }
     }

@@ -9,7 +9,9 @@
 pub const DAY: i64 = 86_400;
 
 /// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+// why: its one caller, `parse_date`, passes validated fields: y 0..=9999, m 1..=12, d 1..=31.
+#[allow(clippy::arithmetic_side_effects)]
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
@@ -20,7 +22,9 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// (year, month, day) for days since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+// why: every caller passes `secs.div_euclid(DAY)`, so |z| < 2^47 and no step nears i64's range.
+#[allow(clippy::arithmetic_side_effects)]
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;
@@ -75,7 +79,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(i64::from(y), m) {
         return None;
     }
-    Some(days_from_civil(i64::from(y), m, d) * DAY)
+    days_from_civil(i64::from(y), m, d).checked_mul(DAY)
 }
 
 /// Parse ISO 8601 `YYYY-MM-DDThh:mm:ss[.f{1,9}][Z|±hh:mm]`; no zone means UTC
@@ -104,7 +108,11 @@ pub fn parse_iso(s: &str) -> Option<Instant> {
         }
         let digits = frac.get(..n)?;
         for i in 0..9 {
-            nanos = nanos * 10 + digits.get(i).map_or(0, |d| u32::from(d - b'0'));
+            let digit = digits
+                .get(i)
+                .and_then(|&d| char::from(d).to_digit(10))
+                .unwrap_or(0);
+            nanos = nanos.saturating_mul(10).saturating_add(digit); // at most 999_999_999
         }
         rest = frac.get(n..)?;
     }
@@ -113,16 +121,20 @@ pub fn parse_iso(s: &str) -> Option<Instant> {
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let h = i64::from(num(&[*h1, *h2])?);
             let m = i64::from(num(&[*m1, *m2])?);
-            let v = h * 3600 + m * 60;
+            let v = h.saturating_mul(3600).saturating_add(m.saturating_mul(60));
             if *sign == b'+' {
                 v
             } else {
-                -v
+                v.saturating_neg()
             }
         }
         _ => return None,
     };
-    let secs = date + i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss) - offset;
+    let secs = date
+        .checked_add(i64::from(hh).saturating_mul(3600))?
+        .checked_add(i64::from(mm).saturating_mul(60))?
+        .checked_add(i64::from(ss))?
+        .checked_sub(offset)?;
     Some(Instant { secs, nanos })
 }
 
@@ -193,7 +205,8 @@ pub fn odata_datetime(secs: i64) -> String {
     s
 }
 
-/// `YYYY-MM-DD`.
+/// `YYYY-MM-DD` (tests only: production code writes RFC 3339).
+#[cfg(test)]
 pub fn ymd(secs: i64) -> String {
     let (y, mo, d) = civil_from_days(secs.div_euclid(DAY));
     format!("{y:04}-{mo:02}-{d:02}")
@@ -207,7 +220,11 @@ const MONTHS: [&str; 12] = [
 pub fn rfc3164(secs: i64) -> String {
     let (_, mo, d) = civil_from_days(secs.div_euclid(DAY));
     let t = secs.rem_euclid(DAY);
-    let month = MONTHS.get(mo as usize - 1).copied().unwrap_or("Jan");
+    let month = (mo as usize)
+        .checked_sub(1)
+        .and_then(|i| MONTHS.get(i))
+        .copied()
+        .unwrap_or("Jan");
     format!(
         "{month} {d:>2} {:02}:{:02}:{:02}",
         t / 3600,
@@ -314,5 +331,24 @@ mod tests {
         assert_eq!(odata_datetime(t), "2026-01-05T03:04:05");
         assert_eq!(ymd(t), "2026-01-05");
         assert_eq!(human_duration(3 * DAY + 4 * 3600 + 5), "3d 4h");
+    }
+
+    /// The calendar helpers' `// why:` bounds: extreme inputs neither overflow (a panic
+    /// in this debug build) nor wrap.
+    #[test]
+    fn extremes_do_not_overflow() {
+        assert_eq!(
+            parse_iso("2026-11-24T04:30:00-05:30").unwrap().secs,
+            parse_iso("2026-11-24T10:00:00").unwrap().secs
+        );
+        let late = parse_iso("9999-12-31T23:59:60.999999999-99:99").unwrap();
+        assert_eq!(late.nanos, 999_999_999);
+        let utc = parse_iso("9999-12-31T23:59:60Z").unwrap().secs;
+        assert_eq!(late.secs, utc + 99 * 3600 + 99 * 60);
+        assert!(parse_iso("0000-01-01T00:00:00+99:99").unwrap().secs < 0);
+        for secs in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            let (a, b) = (rfc3339(secs), rfc3164(secs));
+            assert!(a.ends_with('Z') && b.len() == 15, "{secs}: {a} {b}");
+        }
     }
 }

@@ -100,12 +100,12 @@ fn complete_len(f: &mut File) -> std::io::Result<u64> {
     let mut buf = vec![0u8; SCAN_CHUNK as usize];
     while end > 0 {
         let start = end.saturating_sub(SCAN_CHUNK);
-        let n = (end - start) as usize;
+        let n = end.min(SCAN_CHUNK) as usize; // end - start
         let chunk = buf.get_mut(..n).unwrap_or_default();
         f.seek(SeekFrom::Start(start))?;
         f.read_exact(chunk)?;
         if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            return Ok(start + i as u64 + 1);
+            return Ok(start.saturating_add(i as u64).saturating_add(1));
         }
         end = start;
     }

@@ -114,10 +114,11 @@ pub fn scan_page<R: Read>(
                 let mut record = Record {
                     fields: recycle(std::mem::take(&mut spare)),
                 };
-                element(text, &start_date, &end_date, &mut record.fields)
-                    .map_err(|e| e.context(format!("element {} of value", records + 1)))?;
+                element(text, &start_date, &end_date, &mut record.fields).map_err(|e| {
+                    e.context(format!("element {} of value", records.saturating_add(1)))
+                })?;
                 on_record(&record)?;
-                records += 1;
+                records = records.saturating_add(1);
                 spare = recycle(record.fields);
             }
         }
@@ -180,7 +181,7 @@ enum Step {
 fn skip_ws(data: &[u8], pos: &mut usize) -> Option<u8> {
     while let Some(&c) = data.get(*pos) {
         if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-            *pos += 1;
+            *pos = pos.saturating_add(1);
         } else {
             return Some(c);
         }
@@ -205,12 +206,12 @@ fn step(data: &[u8], pos: &mut usize, state: &mut State, scan: &mut Extent) -> R
             if c != b'{' {
                 return Err(unexpected(c, "'{'"));
             }
-            *pos += 1;
+            *pos = pos.saturating_add(1);
             *state = State::FirstKey;
         }
         State::FirstKey | State::Key => {
             if c == b'}' && *state == State::FirstKey {
-                *pos += 1;
+                *pos = pos.saturating_add(1);
                 *state = State::Done;
                 return Ok(Step::Continue);
             }
@@ -220,7 +221,11 @@ fn step(data: &[u8], pos: &mut usize, state: &mut State, scan: &mut Extent) -> R
             let Some(len) = scan.find(data.get(*pos..).unwrap_or_default())? else {
                 return Ok(Step::More);
             };
-            let raw = data.get(*pos + 1..*pos + len - 1).unwrap_or_default();
+            // `len` spans both quotes: the name is between them.
+            let name_end = pos.saturating_add(len).saturating_sub(1);
+            let raw = data
+                .get(pos.saturating_add(1)..name_end)
+                .unwrap_or_default();
             let key = match raw {
                 b"value" => Key::Value,
                 b"@odata.nextLink" => Key::NextLink,
@@ -228,18 +233,18 @@ fn step(data: &[u8], pos: &mut usize, state: &mut State, scan: &mut Extent) -> R
                 _ => Key::Other,
             };
             *scan = Extent::default();
-            *pos += len;
+            *pos = pos.saturating_add(len);
             *state = State::Colon(key);
         }
         State::Colon(key) => {
             if c != b':' {
                 return Err(unexpected(c, "':'"));
             }
-            *pos += 1;
+            *pos = pos.saturating_add(1);
             *state = State::Val(key);
         }
         State::Val(Key::Value) if c == b'[' => {
-            *pos += 1;
+            *pos = pos.saturating_add(1);
             *state = State::FirstElem;
         }
         State::Val(key) => {
@@ -249,14 +254,14 @@ fn step(data: &[u8], pos: &mut usize, state: &mut State, scan: &mut Extent) -> R
             if key == Key::Value && c != b'n' {
                 return Err(Error::Malformed("value is not an array".into()));
             }
-            let range = (*pos, *pos + len);
+            let range = (*pos, pos.saturating_add(len));
             *scan = Extent::default();
-            *pos += len;
+            *pos = pos.saturating_add(len);
             *state = State::AfterMember;
             return Ok(Step::Member(key, range));
         }
         State::AfterMember => {
-            *pos += 1;
+            *pos = pos.saturating_add(1);
             *state = match c {
                 b',' => State::Key,
                 b'}' => State::Done,
@@ -265,7 +270,7 @@ fn step(data: &[u8], pos: &mut usize, state: &mut State, scan: &mut Extent) -> R
         }
         State::FirstElem | State::Elem => {
             if c == b']' && *state == State::FirstElem {
-                *pos += 1;
+                *pos = pos.saturating_add(1);
                 *state = State::AfterMember;
                 return Ok(Step::Continue);
             }
@@ -275,14 +280,14 @@ fn step(data: &[u8], pos: &mut usize, state: &mut State, scan: &mut Extent) -> R
             let Some(len) = scan.find(data.get(*pos..).unwrap_or_default())? else {
                 return Ok(Step::More);
             };
-            let range = (*pos, *pos + len);
+            let range = (*pos, pos.saturating_add(len));
             *scan = Extent::default();
-            *pos += len;
+            *pos = pos.saturating_add(len);
             *state = State::AfterElem;
             return Ok(Step::Element(range));
         }
         State::AfterElem => {
-            *pos += 1;
+            *pos = pos.saturating_add(1);
             *state = match c {
                 b',' => State::Elem,
                 b']' => State::AfterMember,
@@ -328,7 +333,7 @@ impl Extent {
                 // A control byte: left for the parser to reject.
                 continue;
             }
-            self.off += 1;
+            self.off = self.off.saturating_add(1);
             if self.in_str {
                 if self.esc {
                     self.esc = false;
@@ -344,19 +349,19 @@ impl Extent {
             }
             match c {
                 b'"' => self.in_str = true,
-                b'{' | b'[' => self.depth += 1,
+                b'{' | b'[' => self.depth = self.depth.saturating_add(1),
                 b'}' | b']' => {
                     if self.depth == 0 {
                         // The end of a scalar at top level: not part of it.
-                        return Ok(Some(self.off - 1));
+                        return Ok(Some(self.off.saturating_sub(1)));
                     }
-                    self.depth -= 1;
+                    self.depth = self.depth.saturating_sub(1); // not 0: checked above
                     if self.depth == 0 {
                         return Ok(Some(self.off));
                     }
                 }
                 b',' | b' ' | b'\t' | b'\n' | b'\r' if self.depth == 0 => {
-                    return Ok(Some(self.off - 1));
+                    return Ok(Some(self.off.saturating_sub(1)));
                 }
                 _ => {}
             }
@@ -376,7 +381,7 @@ fn element<'a>(
     p.expect(b'{')?;
     p.ws();
     if p.peek() == Some(b'}') {
-        p.i += 1;
+        p.i = p.i.saturating_add(1);
     } else {
         loop {
             p.ws();
@@ -496,12 +501,16 @@ impl<'a> Parser<'a> {
         self.b.get(self.i).copied()
     }
 
+    // why: `i` steps only past a byte `peek` found, so it stays <= `b.len()`.
+    #[allow(clippy::arithmetic_side_effects)]
     fn next(&mut self) -> Option<u8> {
         let c = self.peek();
         self.i += usize::from(c.is_some());
         c
     }
 
+    // why: `i` steps only past a byte `peek` found, so it stays <= `b.len()`.
+    #[allow(clippy::arithmetic_side_effects)]
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
@@ -521,7 +530,7 @@ impl<'a> Parser<'a> {
 
     fn lit(&mut self, word: &[u8]) -> Result<()> {
         if self.b.get(self.i..).is_some_and(|r| r.starts_with(word)) {
-            self.i += word.len();
+            self.i = self.i.saturating_add(word.len());
             Ok(())
         } else {
             Err(Error::Malformed("bad JSON literal".into()))
@@ -554,7 +563,7 @@ impl<'a> Parser<'a> {
                     self.peek(),
                     Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
                 ) {
-                    self.i += 1;
+                    self.i = self.i.saturating_add(1);
                 }
                 let n = self.s.get(from..self.i).unwrap_or("");
                 if !super::is_json_number(n) {
@@ -578,7 +587,7 @@ impl<'a> Parser<'a> {
         };
         self.ws();
         if self.peek() == Some(close) {
-            self.i += 1;
+            self.i = self.i.saturating_add(1);
             return Ok(());
         }
         loop {
@@ -589,7 +598,7 @@ impl<'a> Parser<'a> {
                 self.expect(b':')?;
                 self.ws();
             }
-            self.value(depth + 1)?;
+            self.value(depth.saturating_add(1))?;
             self.ws();
             match self.next() {
                 Some(b',') => continue,
@@ -630,7 +639,7 @@ impl<'a> Parser<'a> {
                 None => return Err(Error::Malformed("unterminated JSON string".into())),
                 Some(b'"') => {
                     let s = self.s.get(from..self.i).unwrap_or("");
-                    self.i += 1;
+                    self.i = self.i.saturating_add(1);
                     return Ok(Cow::Borrowed(s));
                 }
                 Some(b'\\') => break,
@@ -639,7 +648,7 @@ impl<'a> Parser<'a> {
                         "control character in a JSON string".into(),
                     ))
                 }
-                Some(_) => self.i += 1,
+                Some(_) => self.i = self.i.saturating_add(1),
             }
         }
         // Unescaped text is never longer than its escaped form: one allocation.
@@ -674,14 +683,15 @@ impl<'a> Parser<'a> {
                     if (0xD800..0xDC00).contains(&hi) {
                         // A high surrogate: pair it with a following `\uDC00`–`\uDFFF`.
                         let save = self.i;
-                        let lo = if self.b.get(self.i..self.i + 2) == Some(b"\\u") {
-                            self.i += 2;
+                        let lo = if self.b.get(self.i..).is_some_and(|r| r.starts_with(b"\\u")) {
+                            self.i = self.i.saturating_add(2);
                             self.hex4()?
                         } else {
                             0
                         };
                         if (0xDC00..0xE000).contains(&lo) {
-                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                            // hi in D800..DC00 and lo in DC00..E000: their low 10 bits are the payload.
+                            char::from_u32(0x10000 | (hi & 0x3FF).wrapping_shl(10) | (lo & 0x3FF))
                                 .unwrap_or('\u{FFFD}')
                         } else {
                             self.i = save;
@@ -745,7 +755,7 @@ impl<'a> Parser<'a> {
 fn replace_lone_surrogates(raw: &str) -> String {
     let b = raw.as_bytes();
     let hex = |at: usize| -> Option<u32> {
-        let h = raw.get(at..at + 4)?;
+        let h = raw.get(at..at.checked_add(4)?)?;
         if h.bytes().all(|c| c.is_ascii_hexdigit()) {
             u32::from_str_radix(h, 16).ok()
         } else {
@@ -757,26 +767,26 @@ fn replace_lone_surrogates(raw: &str) -> String {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c != b'\\' {
-            i += 1;
+            i = i.saturating_add(1);
             continue;
         }
-        if b.get(i + 1) != Some(&b'u') {
-            i += 2; // `\\`, `\"`, …: never the start of a `\u`
+        if b.get(i.saturating_add(1)) != Some(&b'u') {
+            i = i.saturating_add(2); // `\\`, `\"`, …: never the start of a `\u`
             continue;
         }
-        let code = hex(i + 2).unwrap_or(0);
-        let paired_low = b.get(i + 6) == Some(&b'\\')
-            && b.get(i + 7) == Some(&b'u')
-            && hex(i + 8).is_some_and(|lo| (0xDC00..0xE000).contains(&lo));
+        let code = hex(i.saturating_add(2)).unwrap_or(0);
+        let paired_low = b.get(i.saturating_add(6)) == Some(&b'\\')
+            && b.get(i.saturating_add(7)) == Some(&b'u')
+            && hex(i.saturating_add(8)).is_some_and(|lo| (0xDC00..0xE000).contains(&lo));
         if (0xD800..0xDC00).contains(&code) && paired_low {
-            i += 12;
+            i = i.saturating_add(12);
         } else if (0xD800..0xE000).contains(&code) {
             out.push_str(raw.get(run..i).unwrap_or(""));
             out.push_str("\\ufffd");
-            i += 6;
+            i = i.saturating_add(6);
             run = i;
         } else {
-            i += 6;
+            i = i.saturating_add(6);
         }
     }
     out.push_str(raw.get(run..).unwrap_or(""));

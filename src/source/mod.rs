@@ -116,7 +116,7 @@ impl<R: Read> Chunked<R> {
         if self.end >= self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
+                self.end = self.end.saturating_sub(self.start);
                 self.start = 0;
             }
             if self.end >= self.buf.len() {
@@ -139,7 +139,7 @@ impl<R: Read> Chunked<R> {
                     return Ok(false);
                 }
                 Ok(n) => {
-                    self.end += n.min(room);
+                    self.end = self.end.saturating_add(n.min(room));
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -240,7 +240,7 @@ pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
     match zone {
         "Z" if has_t && t.len() == s.len() => s,
         "" | "Z" | "z" | "+00:00" | "-00:00" if has_t => {
-            let mut out = String::with_capacity(main.len() + 1);
+            let mut out = String::with_capacity(main.len().saturating_add(1));
             out.push_str(main);
             out.push('Z');
             Cow::Owned(out)
@@ -257,6 +257,8 @@ pub(crate) fn normalize_date(s: Cow<'_, str>) -> Cow<'_, str> {
 }
 
 /// True when `s` is exactly a JSON number literal (RFC 8259 §6).
+// why: `i` only steps past bytes that `b.get(i)` found, so it never exceeds `b.len()`.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn is_json_number(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
@@ -303,18 +305,19 @@ pub fn resolve_url(base: &str, href: &str) -> String {
     if has_scheme(href) {
         return href.to_string();
     }
-    let scheme_end = base.find("://").map(|i| i + 3);
-    let Some(scheme_end) = scheme_end else {
+    let Some(scheme_at) = base.find("://") else {
         return href.to_string();
     };
-    let scheme = base.get(..scheme_end - 3).unwrap_or("https");
+    let scheme_end = scheme_at.saturating_add(3);
+    let scheme = base.get(..scheme_at).unwrap_or("https");
     if let Some(rest) = href.strip_prefix("//") {
         return format!("{scheme}://{rest}");
     }
     let after = base.get(scheme_end..).unwrap_or("");
     let auth_len = after.find(['/', '?', '#']).unwrap_or(after.len());
-    let origin = base.get(..scheme_end + auth_len).unwrap_or(base);
-    let base_rest = base.get(scheme_end + auth_len..).unwrap_or("");
+    let authority_end = scheme_end.saturating_add(auth_len);
+    let origin = base.get(..authority_end).unwrap_or(base);
+    let base_rest = base.get(authority_end..).unwrap_or("");
     let base_path = base_rest
         .get(..base_rest.find(['?', '#']).unwrap_or(base_rest.len()))
         .unwrap_or("");
@@ -335,7 +338,7 @@ pub fn resolve_url(base: &str, href: &str) -> String {
         href_path.to_string()
     } else {
         let dir = base_path
-            .get(..base_path.rfind('/').map_or(0, |i| i + 1))
+            .get(..base_path.rfind('/').map_or(0, |i| i.saturating_add(1)))
             .unwrap_or("");
         if dir.is_empty() {
             format!("/{href_path}")

@@ -1,4 +1,10 @@
 //! The one integration test binary (ripgrep's layout): one module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 #[path = "../emulator/mod.rs"]
 pub mod emulator;
