@@ -199,6 +199,16 @@ fn failed_and_spam_rows_get_every_detail_once_within_the_budget() {
         wanted.len(),
         calls.len()
     );
+    let check = w.run(
+        &["check", "-c", "config/config.yaml"],
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("trace details on for status failed,filteredasspam")
+            && text.contains("28 requests, of which details use at most 10"),
+        "{text}"
+    );
     // Nothing is left in the queue.
     let show = w.run(
         &["state", "show", "-c", "config/config.yaml"],
