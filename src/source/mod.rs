@@ -19,6 +19,7 @@ pub mod detail;
 pub mod graph;
 pub mod link;
 pub mod reporting;
+mod xml;
 
 pub use api::Api;
 
