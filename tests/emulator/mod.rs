@@ -61,6 +61,12 @@
 //!   403 without `ExchangeMessageTrace.Read.All`; 429 with `Retry-After` when more than
 //!   `graph_limit_per_5min` (100) Graph requests of the tenant fall in the last 5 minutes
 //!   (every Graph request counts, throttled and faulted ones included).
+//! - `GET /v1.0/admin/exchange/tracing/messageTraces/{id}/getDetailsByRecipient(recipientAddress='{address}')`
+//!   (`''` for a quote, percent-encoded) → `value: [{id, messageId, dateTime, event,
+//!   action, description, data}]`, 2–6 events derived from (id, address) for every record
+//!   served in a Graph page (`expected_details`), 404 for others; counted in the same
+//!   budget (`graph_window_secs` long), with the same faults; `details_served` logs each
+//!   complete answer, `budget_429s` the 429s for budget (marked `X-Emulator-Budget`).
 //!
 //! # Data
 //!
@@ -101,6 +107,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod data;
+mod detail;
 mod http;
 mod routes;
 

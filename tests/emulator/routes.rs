@@ -82,7 +82,7 @@ fn token_path(path: &str) -> Option<(&str, bool)> {
     }
 }
 
-fn json(status: u16, body: String) -> Response {
+pub(super) fn json(status: u16, body: String) -> Response {
     Response::new(status, "application/json; charset=utf-8", body)
 }
 
@@ -265,7 +265,7 @@ fn bearer(sh: &Shared, req: &Request) -> Option<(usize, Vec<String>, bool)> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     None,
     TooMany,
     Unavailable,
@@ -274,7 +274,7 @@ enum Fault {
 
 /// The fault for the next request of `key`: a hash of (seed, key, n), never more than
 /// `max_consecutive` faults in a row for one key.
-fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Fault {
+pub(super) fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Fault {
     let mut st = sh.lock();
     let e = st.fault_counts.entry(key.to_string()).or_insert((0, 0));
     let n = e.0;
@@ -312,12 +312,12 @@ fn slow_down(sh: &Shared, tenant: &str) {
 }
 
 /// The tenant is in a 503 storm (`TenantSpec::unavailable`).
-fn storm(sh: &Shared, ti: usize) -> bool {
+pub(super) fn storm(sh: &Shared, ti: usize) -> bool {
     sh.opts.tenants.get(ti).is_some_and(|t| t.unavailable)
 }
 
 /// Cut point: the middle of the middle entry (or of the body).
-fn cut_point(body: &[u8], marker: &[u8]) -> usize {
+pub(super) fn cut_point(body: &[u8], marker: &[u8]) -> usize {
     let starts: Vec<usize> = body
         .windows(marker.len())
         .enumerate()
@@ -629,7 +629,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
 
 // ---------------------------------------------------------------- Graph
 
-fn graph_error(status: u16, code: &str, message: &str) -> Response {
+pub(super) fn graph_error(status: u16, code: &str, message: &str) -> Response {
     let mut m = String::new();
     json_str(message, 0, &mut m);
     json(
@@ -760,7 +760,10 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         .get(GRAPH_PATH.len()..)
         .filter(|r| r.starts_with('/'))
     {
-        return (tenant.clone(), details(sh, ti, &tenant, req, rest, &faults));
+        return (
+            tenant.clone(),
+            super::detail::answer(sh, ti, &tenant, req, rest, &faults),
+        );
     }
     let Some(filter) = req.param("$filter") else {
         return (
@@ -963,116 +966,4 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         log_served(sh, ti, served);
     }
     (tenant, resp)
-}
-
-/// `GET …/messageTraces/{id}/getDetailsByRecipient(recipientAddress='{address}')` (the
-/// path already percent-decoded; `''` is a `'`): the record's detail events, 404 for a
-/// record never served in a Graph page, with the Graph faults (429, 503, cut body).
-fn details(
-    sh: &Shared,
-    ti: usize,
-    tenant: &str,
-    req: &Request,
-    rest: &str,
-    faults: &super::Faults,
-) -> Response {
-    const FUNC: &str = "getdetailsbyrecipient(recipientaddress='";
-    let Some((id, call)) = rest.trim_start_matches('/').split_once('/') else {
-        return graph_error(
-            400,
-            "BadRequest",
-            "Resource not found for the segment 'messageTraces'.",
-        );
-    };
-    let arg = call
-        .to_lowercase()
-        .starts_with(FUNC)
-        .then(|| call.get(FUNC.len()..))
-        .flatten()
-        .and_then(|a| a.strip_suffix("')"));
-    let Some(arg) = arg else {
-        return graph_error(
-            400,
-            "BadRequest",
-            "Expected getDetailsByRecipient(recipientAddress='…').",
-        );
-    };
-    // A lone `'` inside the literal is a syntax error in OData; `''` is one quote.
-    if arg.replace("''", "").contains('\'') {
-        return graph_error(
-            400,
-            "BadRequest",
-            "Syntax error: unterminated string literal.",
-        );
-    }
-    let recipient = arg.replace("''", "'");
-    let fault = if storm(sh, ti) {
-        Fault::Unavailable
-    } else {
-        decide(
-            sh,
-            &format!("{tenant} {}?{}", req.path, req.raw_query),
-            [faults.rate_429, faults.rate_503, faults.rate_cut],
-            faults.max_consecutive,
-        )
-    };
-    match fault {
-        Fault::TooMany => {
-            return graph_error(429, "TooManyRequests", "Too many requests.")
-                .with_header("Retry-After", faults.retry_after_secs.to_string())
-        }
-        Fault::Unavailable => {
-            return graph_error(
-                503,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable.",
-            )
-        }
-        _ => {}
-    }
-    let found = sh
-        .lock()
-        .graph_served
-        .get(&(ti, id.to_string(), recipient.to_lowercase()))
-        .copied();
-    let Some((rec, status)) = found else {
-        return graph_error(404, "NotFound", "The message trace was not found.");
-    };
-    let mut j = String::from("{\"@odata.context\":\"https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.exchangeMessageTraceDetail)\",\"value\":[");
-    let events = super::data::detail_events(id, &recipient, rec.secs, status);
-    for (i, e) in events.iter().enumerate() {
-        // Raw UTF-8 and \u escapes alternate event by event.
-        let v = (i % 2) as u8;
-        if i > 0 {
-            j.push(',');
-        }
-        j.push_str("{\"id\":");
-        json_str(id, v, &mut j);
-        let _ = write!(
-            j,
-            ",\"messageId\":\"<m-{}@emulator>\",\"dateTime\":\"{}\",\"event\":",
-            rec.msg, e.date
-        );
-        json_str(&e.event, v, &mut j);
-        j.push_str(",\"action\":");
-        match &e.action {
-            Some(a) => json_str(a, v, &mut j),
-            None => j.push_str("null"),
-        }
-        j.push_str(",\"description\":");
-        json_str(&e.description, v, &mut j);
-        j.push_str(",\"data\":");
-        json_str(&e.data, v, &mut j);
-        j.push('}');
-    }
-    j.push_str("]}");
-    let mut resp = json(200, j);
-    if fault == Fault::Cut {
-        resp.cut_at = Some(cut_point(&resp.body, b"{\"id\":"));
-    } else {
-        sh.lock()
-            .details_served
-            .push((tenant.to_string(), id.to_string(), recipient));
-    }
-    resp
 }
