@@ -55,19 +55,21 @@ fn cursor(i: u64) -> Cursor {
         window_start: start,
         window_end: 0,
         next_link: None,
-        // A typical edge: the records of the last second of the window (a message of
-        // 1–5 recipients).
-        edge_keys: vec![
-            0x9e37_79b9_7f4a_7c15 ^ i,
-            0xc2b2_ae3d_27d4_eb4f ^ i,
-            0x1656_67b1_9e37_79f9 ^ i,
-        ],
+        // Version 2: no edge keys (the delivery ledger holds what was sent).
+        edge_keys: vec![],
         requests: 3 * i,
         sent: 1500 * i,
         filtered: i,
         reset_auth: Some("2026-01-01".into()),
         delay_secs: 90_000,
         service: "office365_exchange_message_service".into(),
+        // The settle pass a day behind, with its counters.
+        settle_start: start - 89_100,
+        settle_end: 0,
+        settle_link: None,
+        window_len: 0,
+        late_events: i / 10,
+        status_changes: i / 20,
     }
 }
 

@@ -231,6 +231,10 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                         for line in crate::state::describe(&cursor, now).lines() {
                             println!("  {line}");
                         }
+                        let ledger = crate::ledger::ledger_path(&cfg.globals.state_dir, &i.id);
+                        if let Ok(m) = std::fs::symlink_metadata(&ledger) {
+                            println!("  delivery ledger: {} ({} bytes)", ledger.display(), m.len());
+                        }
                     }
                 }
                 if let Some(line) = crate::details::queue_line(&cfg.globals.state_dir, i)? {
@@ -251,6 +255,11 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                     if crate::state::reset(&p)? {
                         cleared.push(p.display().to_string());
                     }
+                }
+                // The delivery ledger of the input goes too: a reset pulls and sends again.
+                let ledger = crate::ledger::ledger_path(&cfg.globals.state_dir, &i.id);
+                if crate::ledger::remove(&ledger)? {
+                    cleared.push(ledger.display().to_string());
                 }
                 if cleared.is_empty() {
                     println!("{}#{} {}: no state to clear", i.name, i.id, service);

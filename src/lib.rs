@@ -5,9 +5,9 @@
 //! ```text
 //! HTTP body   http::query (token: auth) ← pull::Tenant::step (phase: tenant, window: window)
 //!  → scanner  source::api::Api::scan_page → source/reporting.rs | source/graph.rs → record::Record
-//!  → dedup    window::Dedup::check (edge keys of the previous window, repeats in this one)
+//!  → dedup    ledger::WindowSet::check (the delivery ledger's entries around the window)
 //!  → encoder  event::encode into the page's batch → sink: output::Sink::write_events (pull::Outputs)
-//!  → confirm  output::Sink::confirm for every output → checkpoint: state::StateFile::checkpoint
+//!  → confirm  output::Sink::confirm for every output → ledger::Ledger::append → state::StateFile::checkpoint
 //! ```
 
 // Input never panics (Cargo.toml [lints]) holds for src/; the in-file unit tests may.
@@ -34,6 +34,7 @@ pub mod details;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod output;
 pub mod preflight;

@@ -3,7 +3,11 @@
 //! state machine (`tenant`), window rules (`window`) and state codec (`state`).
 //!
 //! Owns: `Tenant` (one input + its service), the step that makes one page request and
-//! delivers its events (through `output::delivery`), the Graph request pacer.
+//! delivers its events, the choice of the next window (first pass before settle pass,
+//! towards targets fixed per pull), the use of the delivery ledger (a window's set
+//! loaded on entry, each confirmed page appended before its checkpoint, pruned behind
+//! the settle cursor), the Graph request pacer; pages
+//! are delivered through `output::delivery`.
 //! Must not: keep a page in memory (records stream from the socket through the encoder
 //! into a bounded batch), move the cursor before every output confirmed the page, or
 //! skip a window that keeps failing (it is retried next period).
@@ -13,14 +17,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::TokenClient;
+use crate::config::ServiceConfig;
 use crate::config::{Config, InputConfig};
 use crate::error::{Error, Result};
+use crate::ledger::{status_code, Entry, Ledger, Seen, WindowSet};
 use crate::output::delivery::Delivery;
 use crate::source::api::Query;
 use crate::source::PageCtx;
 use crate::state::{Cursor, StateFile};
-use crate::tenant::{Phase, Pull};
-use crate::window::{self, Dedup, Verdict};
+use crate::tenant::{Pass, Phase, Pull};
+use crate::window;
 use crate::{backoff, debug, error, info, warning};
 use crate::{event, http, time};
 
@@ -108,19 +114,29 @@ pub struct Tenant {
     agent: ureq::Agent,
     tokens: TokenClient,
     state: StateFile,
+    /// The input's delivery ledger (shared by both APIs): every dedup decision.
+    ledger: Ledger,
+    /// The ledger entries around the window being paged plus what it delivered since;
+    /// loaded when the window is entered or resumed, released when it is done.
+    set: Option<(Window, WindowSet)>,
     cursor: Cursor,
     origin: i64,
-    dedup: Dedup,
     pacer: Option<Pacer>,
     phase: Phase,
     once: bool,
     /// Trace details (Graph with `trace_details_statuses`), see `details`.
     details: Option<crate::details::Details>,
+    /// `run --once`: both targets, fixed when the run started (SPEC §1).
+    once_targets: (i64, i64),
 }
 
+/// The bounds of a window, as the key of its loaded dedup set.
+type Window = (Pass, i64, i64);
+
 impl Tenant {
-    /// Open the tenant's state (taking over the Reporting Web Service cursor on a
-    /// tenant's first Graph start), apply `reset_persistence_auth`, clamp an old cursor.
+    /// Open the tenant's state (taking over the other API's cursor on a tenant's
+    /// first start on this one), its delivery ledger, apply `reset_persistence_auth`,
+    /// migrate a version 1 cursor, clamp an old cursor.
     pub fn open(
         cfg: &Config,
         input: &InputConfig,
@@ -141,32 +157,49 @@ impl Tenant {
         let path = crate::state::state_path(&cfg.globals.state_dir, &input.id, service);
         // Moving between APIs keeps the cursor: the new service takes over what the
         // other one left for this input id (the state module writes it crash-safely).
+        // The ledger is per input id, so what the old API sent is filtered.
         let other = svc.api.other();
-        if let Some(old) = crate::state::take_over(
+        let took_over = crate::state::take_over(
             &cfg.globals.state_dir,
             &input.id,
             other.service_name(),
             service,
-        )? {
+        )?;
+        if let Some(old) = &took_over {
             info!(
                 comp,
-                "took over the cursor of {} (window start {}): no window is skipped or pulled twice",
+                "took over the cursor of {} (window start {}): no window is skipped, and the delivery ledger filters what it already sent",
                 other.service_name(),
                 time::rfc3339(old.window_start)
             );
         }
         let (mut state, saved) = StateFile::open(&path)?;
+        // After the state file: opening it creates the persistence directory.
         for w in std::mem::take(&mut state.warnings) {
             warning!(comp, "{w}");
         }
+        let mut ledger = Ledger::open(&crate::ledger::ledger_path(
+            &cfg.globals.state_dir,
+            &input.id,
+        ))?;
+        for w in std::mem::take(&mut ledger.warnings) {
+            warning!(comp, "{w}");
+        }
+        // Only a value that differs clears the state: a block without
+        // reset_persistence_auth keeps the saved one (so a taken-over cursor survives a
+        // new block that does not repeat the old block's value).
         let cursor = match saved {
-            Some(c) if c.reset_auth != svc.reset_persistence_auth => {
+            Some(c)
+                if svc.reset_persistence_auth.is_some()
+                    && c.reset_auth != svc.reset_persistence_auth =>
+            {
                 info!(
                     comp,
-                    "reset_persistence_auth changed ({} -> {}): state cleared, pulling restarts",
+                    "reset_persistence_auth changed ({} -> {}): state cleared, pulling restarts (the delivery ledger is cleared too)",
                     c.reset_auth.as_deref().unwrap_or("none"),
                     svc.reset_persistence_auth.as_deref().unwrap_or("none")
                 );
+                ledger.clear()?;
                 None
             }
             other => other,
@@ -179,13 +212,42 @@ impl Tenant {
                 svc.delay_secs
             );
         }
-        // A Reporting Web Service next link means nothing to Graph: restart that window.
+        // A next link of one API means nothing to the other: restart that window.
         let mut restart = cursor.as_ref().is_some_and(|c| c.service != service);
         let fresh = cursor.is_none();
-        let mut c = cursor.unwrap_or_else(|| Cursor {
-            window_start: window::first_start(svc.api, now, input.cutoff_days, input.margin_secs),
-            ..Cursor::default()
+        let mut c = cursor.unwrap_or_else(|| {
+            let start = window::first_start(svc.api, now, input.cutoff_days, input.margin_secs);
+            Cursor {
+                window_start: start,
+                settle_start: start,
+                ..Cursor::default()
+            }
         });
+        // Version 1 edge keys (carried by a v1 cursor, or by the one taken over) go into
+        // the ledger as "any status" entries at the edge they guard, before the first
+        // checkpoint writes version 2 without them.
+        let v1_keys = took_over
+            .as_ref()
+            .map(|o| o.edge_keys.as_slice())
+            .filter(|k| !k.is_empty())
+            .unwrap_or(c.edge_keys.as_slice());
+        if !v1_keys.is_empty() {
+            let entries: Vec<Entry> = v1_keys
+                .iter()
+                .map(|&key| Entry {
+                    received: c.window_start,
+                    key,
+                    status: crate::ledger::STATUS_ANY,
+                })
+                .collect();
+            ledger.append(&entries)?;
+            info!(
+                comp,
+                "state format 1 migrated: {} edge key(s) moved into the delivery ledger",
+                entries.len()
+            );
+        }
+        c.edge_keys = Vec::new();
         if fresh {
             info!(
                 comp,
@@ -195,9 +257,16 @@ impl Tenant {
         } else {
             info!(
                 comp,
-                "retrieved state: window start {}",
-                time::rfc3339(c.window_start)
+                "retrieved state: window start {}, settle pass at {}",
+                time::rfc3339(c.window_start),
+                time::rfc3339(c.settle_start)
             );
+        }
+        // The settle pass is never ahead of the first.
+        if c.settle_start > c.window_start {
+            c.settle_start = c.window_start;
+            c.settle_end = 0;
+            c.settle_link = None;
         }
         let (clamped, lost) = window::clamp_start(svc.api, c.window_start, now, input.margin_secs);
         if lost > 0 {
@@ -213,13 +282,32 @@ impl Tenant {
             c.window_start = clamped;
             restart = true;
         }
+        let (settle_clamped, settle_lost) =
+            window::clamp_start(svc.api, c.settle_start, now, input.margin_secs);
+        if settle_lost > 0 {
+            if lost == 0 {
+                warning!(
+                    comp,
+                    "the settle pass cursor {} is older than the API allows: moved to {}; records of {} cannot be read settled any more",
+                    time::rfc3339(c.settle_start),
+                    time::rfc3339(settle_clamped),
+                    time::human_duration(settle_lost)
+                );
+            }
+            // Only the settle pass's own window (if one was in progress) starts over.
+            c.settle_start = settle_clamped;
+            c.settle_end = 0;
+            c.settle_link = None;
+        }
         let phase = if restart {
             Phase::Idle { resume: None }
         } else {
             Phase::from_cursor(&c)
         };
         phase.store(&mut c);
-        c.reset_auth = svc.reset_persistence_auth.clone();
+        if svc.reset_persistence_auth.is_some() {
+            c.reset_auth = svc.reset_persistence_auth.clone();
+        }
         c.delay_secs = svc.delay_secs;
         c.service = service.to_string();
         state.checkpoint(&c)?;
@@ -235,6 +323,7 @@ impl Tenant {
             .is_paced()
             .then(|| Pacer::new(svc.max_requests_per_5_minutes));
         let details = crate::details::Details::open(cfg, input, &comp)?;
+        let once_targets = targets(svc, now);
         Ok(Tenant {
             details,
             input: input.clone(),
@@ -243,12 +332,14 @@ impl Tenant {
             agent,
             tokens,
             state,
-            dedup: Dedup::new(&c.edge_keys),
+            ledger,
+            set: None,
             origin: c.window_start,
             phase,
             cursor: c,
             pacer,
             once,
+            once_targets,
         })
     }
 
@@ -262,6 +353,31 @@ impl Tenant {
         Duration::from_secs(self.input.service.period_secs)
     }
 
+    /// The next window due, first pass before settle pass, towards the pull's targets.
+    fn next_window(&self, first_target: i64, settle_target: i64) -> Option<(Pass, i64, i64)> {
+        let svc = &self.input.service;
+        let c = &self.cursor;
+        if let Some((s, e)) = window::next_window(
+            svc.api,
+            c.window_start,
+            first_target,
+            svc.window_secs,
+            c.window_len,
+            settle_target,
+        ) {
+            return Some((Pass::First, s, e));
+        }
+        window::next_window(
+            svc.api,
+            c.settle_start,
+            settle_target.min(c.window_start),
+            svc.window_secs,
+            c.window_len,
+            i64::MIN,
+        )
+        .map(|(s, e)| (Pass::Settle, s, e))
+    }
+
     /// One step: at most one HTTP request to the message-trace API, and delivery of its page.
     pub fn step(&mut self, outputs: &Delivery) -> Result<Next> {
         if let Some(next) = self.detail_step(outputs)? {
@@ -273,25 +389,35 @@ impl Tenant {
         if self.phase.is_idle() {
             debug!(self.comp, "pull started");
         }
-        self.advance(|p| p.begin(Pull::new(time::now_millis(), Instant::now())));
+        // A pull fixes its targets when it begins (`--once`: when the run began): it
+        // ends when both passes reach them, and the next starts a period later.
+        let (ft, st) = if self.once {
+            self.once_targets
+        } else {
+            targets(&svc, now)
+        };
+        self.advance(|p| p.begin(Pull::new(time::now_millis(), Instant::now(), ft, st)));
+        let (ft, st) = self
+            .phase
+            .pull()
+            .map_or((ft, st), |p| (p.first_target, p.settle_target));
         if self.phase.window().is_none() {
-            let Some((s, e)) = window::next_window(
-                api,
-                self.cursor.window_start,
-                now,
-                svc.delay_secs,
-                svc.window_secs,
-            ) else {
+            let Some((pass, s, e)) = self.next_window(ft, st) else {
                 return Ok(self.finish_pull(None));
             };
-            self.advance(|p| p.enter(s, e));
-            let (behind, pct) = window::progress(self.origin, s, now, svc.delay_secs);
+            self.advance(|p| p.enter(pass, s, e));
+            let (origin, target) = match pass {
+                Pass::First => (self.origin, ft),
+                Pass::Settle => (self.origin.min(s), st),
+            };
+            let (behind, pct) = window::progress(origin, s, target, 0);
             let rate = self.phase.pull().map_or(0.0, Pull::rate);
             info!(
                 self.comp,
-                "Running a new pipeline ({} - {}): {} behind, {}% caught up, {:.0} records/s",
+                "Running a new pipeline ({} - {}): {}, {} behind, {}% caught up, {:.0} records/s",
                 time::rfc3339(s),
                 time::rfc3339(e),
+                pass.name(),
                 time::human_duration(behind),
                 pct,
                 rate
@@ -300,7 +426,7 @@ impl Tenant {
         let Some(win) = self.phase.window() else {
             return Ok(self.finish_pull(None));
         };
-        let (ws, we) = (win.start, win.end);
+        let (pass, ws, we) = (win.pass, win.start, win.end);
         let next_link = win.next_link.clone();
         if let Some(p) = &mut self.pacer {
             let wait = p.wait(Instant::now());
@@ -313,6 +439,16 @@ impl Tenant {
                 );
                 return Ok(Next::After(wait));
             }
+        }
+        // The window's dedup set: the ledger's entries around it (what any pass or API
+        // delivered there, by this run or an earlier one).
+        if self.set.as_ref().map(|(k, _)| *k) != Some((pass, ws, we)) {
+            self.set = None;
+            let set = self.ledger.window(
+                ws.saturating_sub(window::EDGE_SECS),
+                we.saturating_add(window::EDGE_SECS),
+            )?;
+            self.set = Some(((pass, ws, we), set));
         }
         let token = match self.tokens.token(&self.agent, now) {
             Ok((t, obtained)) => {
@@ -387,7 +523,7 @@ impl Tenant {
             w.retried_401 = false;
         }
         match answer {
-            Ok(resp) => self.consume(resp, outputs, &url, ws, we),
+            Ok(resp) => self.consume(resp, outputs, &url, pass, ws, we),
             Err(e)
                 if e.status() == Some(401)
                     && !matches!(e.root(), Error::ServicePrincipal)
@@ -424,12 +560,14 @@ impl Tenant {
         d.step(ctx, outputs)
     }
 
-    /// Stream the page through dedup and the encoder into the outputs, confirm, checkpoint.
+    /// Stream the page through the ledger's dedup set and the encoder into the
+    /// outputs, confirm, append the page to the ledger, checkpoint.
     fn consume(
         &mut self,
         resp: http::Response,
         outputs: &Delivery,
         url: &str,
+        pass: Pass,
         ws: i64,
         we: i64,
     ) -> Result<Next> {
@@ -447,16 +585,40 @@ impl Tenant {
         // MAX_WORKERS batches exist and the allocator reuses their memory.
         let mut batch = Vec::with_capacity(BATCH_BYTES + 4096);
         let (mut pending, mut sent, mut filtered) = (0u64, 0u64, 0u64);
+        let (mut records, mut late, mut changed) = (0u64, 0u64, 0u64);
+        let mut oldest: Option<i64> = None;
+        // What this page delivers: appended to the ledger once confirmed, taken out of
+        // the window's set again if the outputs lose it.
+        let mut delivered: Vec<Entry> = Vec::new();
         let mut output_err: Option<Error> = None;
-        let dedup = &mut self.dedup;
+        let mut empty = WindowSet::default();
+        let set = self.set.as_mut().map_or(&mut empty, |(_, s)| s);
         let mut details = self.details.as_mut();
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
-            match dedup.check(rec.key(), rec.received(), we) {
-                Verdict::Filter => filtered = filtered.saturating_add(1),
-                Verdict::Send => {
+            records = records.saturating_add(1);
+            if let Some(r) = rec.received() {
+                oldest = Some(oldest.map_or(r, |o| o.min(r)));
+            }
+            let key = rec.key();
+            let status = status_code(rec.text("Status").unwrap_or(""));
+            let seen = set.check(key, status);
+            match seen {
+                Seen::Delivered => filtered = filtered.saturating_add(1),
+                Seen::StatusChanged | Seen::New => {
+                    if seen == Seen::StatusChanged {
+                        changed = changed.saturating_add(1);
+                    } else if pass == Pass::Settle {
+                        late = late.saturating_add(1);
+                    }
+                    set.insert(key, status);
                     if let Some(d) = details.as_deref_mut() {
                         d.note(rec);
                     }
+                    delivered.push(Entry {
+                        received: rec.received().unwrap_or(ws),
+                        key,
+                        status,
+                    });
                     event::encode(rec, pull_id, &mut batch);
                     pending = pending.saturating_add(1);
                     sent = sent.saturating_add(1);
@@ -485,7 +647,11 @@ impl Tenant {
         }
         drop(batch);
         if let Some(e) = output_err {
-            self.dedup.rollback();
+            if let Some((_, set)) = self.set.as_mut() {
+                for en in &delivered {
+                    set.remove(en.key, en.status);
+                }
+            }
             if let Some(d) = self.details.as_mut() {
                 d.discard_page();
             }
@@ -495,16 +661,33 @@ impl Tenant {
             );
             return Ok(Next::OutputDown);
         }
-        self.dedup.confirm();
+        // Durable before the checkpoint that moves past the page: a crash between the
+        // two re-reads the page, and the ledger filters it.
+        // Rows for details are queued before the ledger takes the page: a crash between
+        // the two pulls the page again, and the queue skips rows it already holds.
         if let Some(d) = self.details.as_mut() {
             d.page_delivered(&self.input.id)?;
+        }
+        self.ledger.append(&delivered)?;
+        drop(delivered);
+        if let Some(w) = self.phase.window_mut() {
+            w.records = w.records.saturating_add(records);
+            w.oldest = match (w.oldest, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         if let Some(p) = self.phase.pull_mut() {
             p.sent = p.sent.saturating_add(sent);
             p.filtered = p.filtered.saturating_add(filtered);
+            p.late = p.late.saturating_add(late);
+            p.status_changes = p.status_changes.saturating_add(changed);
         }
-        self.cursor.sent = self.cursor.sent.saturating_add(sent);
-        self.cursor.filtered = self.cursor.filtered.saturating_add(filtered);
+        let c = &mut self.cursor;
+        c.sent = c.sent.saturating_add(sent);
+        c.filtered = c.filtered.saturating_add(filtered);
+        c.late_events = c.late_events.saturating_add(late);
+        c.status_changes = c.status_changes.saturating_add(changed);
         crate::metrics::input(&self.input.id).delivered(sent, filtered);
         let end = match scanned {
             Ok(end) => end,
@@ -523,20 +706,99 @@ impl Tenant {
         }
         debug!(
             self.comp,
-            "{} Events retrieved from the last API call ({} sent, {} filtered)",
+            "{} Events retrieved from the last API call ({} sent, {} filtered) ({})",
             end.records,
             sent,
-            filtered
+            filtered,
+            pass.name()
         );
+        let settle_before = self.cursor.settle_start;
+        let (held, oldest) = self
+            .phase
+            .window()
+            .map_or((0, None), |w| (w.records, w.oldest));
         if end.next_link.is_none() {
-            self.cursor.edge_keys = self.dedup.finish_window();
-            self.cursor.window_start = we;
+            self.window_done(pass, ws, we);
+            self.advance(|p| p.page_done(None));
+        } else if let Some(short_end) = oversized(held, oldest, ws, we) {
+            // Bounded memory: the window's set would grow past the bound. End the window
+            // before the oldest record it returned so far (pages come newest first, so
+            // what lies after is delivered — and in the ledger, which filters it when
+            // the next window reads it again); nothing is skipped.
+            info!(
+                self.comp,
+                "window {} - {} ({}) holds more than {} records: it ends at {} instead, the next one starts there",
+                time::rfc3339(ws),
+                time::rfc3339(we),
+                pass.name(),
+                window::MAX_WINDOW_RECORDS,
+                time::rfc3339(short_end)
+            );
+            let api_max = self.api_max();
+            self.cursor.window_len = window::resize(we.saturating_sub(short_end), held, api_max);
+            self.set = None;
+            self.advance(|p| p.shrink(short_end));
+        } else {
+            self.advance(|p| p.page_done(end.next_link));
         }
-        self.advance(|p| p.page_done(end.next_link));
         self.phase.store(&mut self.cursor);
         self.state.checkpoint(&self.cursor)?;
+        if self.cursor.settle_start > settle_before {
+            // Below the settle cursor no pass reads again: the ledger lets go of it.
+            let bound = self.cursor.settle_start.saturating_sub(window::EDGE_SECS);
+            if self.ledger.prune(bound)? {
+                debug!(
+                    self.comp,
+                    "delivery ledger compacted to {} bytes (entries before {} dropped)",
+                    self.ledger.len(),
+                    time::rfc3339(bound)
+                );
+            }
+        }
         crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
         Ok(Next::After(Duration::ZERO))
+    }
+
+    /// The longest window the API's rule gives (the configured length for the
+    /// Reporting Web Service, 10 days for Graph).
+    fn api_max(&self) -> i64 {
+        let svc = &self.input.service;
+        svc.api
+            .window_len(i64::try_from(svc.window_secs).unwrap_or(i64::MAX), i64::MAX)
+    }
+
+    /// The window `[ws, we)` of `pass` is complete: move that pass's cursor (the settle
+    /// pass rides along a first-pass window already read settled), size the next
+    /// window by this one's record count, release its dedup set.
+    fn window_done(&mut self, pass: Pass, ws: i64, we: i64) {
+        let records = self.phase.window().map_or(0, |w| w.records);
+        let settle_target = self.phase.pull().map_or(i64::MIN, |p| p.settle_target);
+        let api_max = self.api_max();
+        let c = &mut self.cursor;
+        let sized = window::resize(we.saturating_sub(ws), records, api_max);
+        if sized != c.window_len && records > window::MAX_WINDOW_RECORDS {
+            info!(
+                self.comp,
+                "window held {records} records (more than {}): the next window is {} long",
+                window::MAX_WINDOW_RECORDS,
+                time::human_duration(i64::try_from(sized).unwrap_or(i64::MAX))
+            );
+        }
+        c.window_len = sized;
+        match pass {
+            Pass::First => {
+                c.window_start = we;
+                if c.settle_end == 0
+                    && c.settle_start >= ws
+                    && c.settle_start < we
+                    && we <= settle_target
+                {
+                    c.settle_start = we;
+                }
+            }
+            Pass::Settle => c.settle_start = we,
+        }
+        self.set = None;
     }
 
     /// End the pull (up to date, or failed with `failed`): log its summary, keep an
@@ -546,16 +808,21 @@ impl Tenant {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle { resume: None });
         let (pull, idle) = phase.finish();
         self.phase = idle;
+        if self.phase.window().is_none() {
+            self.set = None;
+        }
         if let Some(p) = pull {
             if failed.is_none() {
                 info!(self.comp, "Remote data is up to date!");
             }
             info!(
                 self.comp,
-                "Pull Summary: {} request(s) made, {} event(s) filtered, {} event(s) sent. Using tag: {}. Elapsed time: {:.3} seconds",
+                "Pull Summary: {} request(s) made, {} event(s) filtered, {} event(s) sent ({} late, {} status change(s)). Using tag: {}. Elapsed time: {:.3} seconds",
                 p.requests,
                 p.filtered,
                 p.sent,
+                p.late,
+                p.status_changes,
                 crate::output::DEFAULT_TAG,
                 p.started.elapsed().as_secs_f64()
             );
@@ -621,6 +888,29 @@ impl Tenant {
     }
 }
 
+/// Where to end the window `[ws, we)` being paged early, when it has returned `held`
+/// records (more than [`window::MAX_WINDOW_RECORDS`]), the oldest received at `oldest`:
+/// one second before that, if the window stays at least [`window::MIN_WINDOW_SECS`]
+/// long. `None`: page on (a burst within one short span cannot be split by time).
+fn oversized(held: u64, oldest: Option<i64>, ws: i64, we: i64) -> Option<i64> {
+    if held <= window::MAX_WINDOW_RECORDS {
+        return None;
+    }
+    let end = oldest?.saturating_sub(window::EDGE_SECS);
+    let min = i64::try_from(window::MIN_WINDOW_SECS).unwrap_or(i64::MAX);
+    (end < we && end.saturating_sub(ws) >= min).then_some(end)
+}
+
+/// The two passes' targets at `now`: (first pass, settle pass). A first pass delay at
+/// or above `override_time_delay_in_seconds` is one pass (the vendor's behaviour).
+pub fn targets(svc: &ServiceConfig, now: i64) -> (i64, i64) {
+    let first = svc.first_pass_delay_secs.min(svc.delay_secs);
+    (
+        window::target(now, first),
+        window::target(now, svc.delay_secs),
+    )
+}
+
 /// Lock, recovering from a poisoned lock (a worker that panicked cannot leave the
 /// outputs in a state worse than a dropped connection, which they handle).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -630,6 +920,18 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overfull_window_ends_before_its_oldest_record() {
+        let max = window::MAX_WINDOW_RECORDS;
+        assert_eq!(oversized(max, Some(5000), 0, 10_000), None);
+        assert_eq!(oversized(max + 1, Some(5000), 0, 10_000), Some(4999));
+        // A burst in one second at the window's end: cut before it, once.
+        assert_eq!(oversized(max + 1, Some(10_000), 0, 10_000), Some(9999));
+        // The window already ends right after the burst: page on.
+        assert_eq!(oversized(max + 1, Some(10_000), 9_950, 10_000), None);
+        assert_eq!(oversized(max + 1, None, 0, 10_000), None);
+    }
 
     #[test]
     fn pacer_keeps_every_span_within_budget() {

@@ -1,8 +1,11 @@
 //! The phase of one tenant's pull, as a state machine whose transitions consume it.
 //!
-//! Owns: whether a pull is running (with its counters), which window is being paged
-//! (bounds, next link, retry attempt, whether a 401 was already retried), and how the
-//! phase maps to and from the persisted `Cursor` fields `window_end`/`next_link`.
+//! Owns: whether a pull is running (with its counters and the targets it fixed when it
+//! began), which window is being paged and by which pass (first or settle: bounds, next
+//! link, retry attempt, whether a 401 was already retried, records seen), and how the
+//! phase maps to and from the persisted `Cursor` fields `window_end`/`next_link` (first
+//! pass) and `settle_end`/`settle_link` (settle pass). At most one window is paged at a
+//! time, whichever pass it belongs to.
 //! Must not: do IO, log or read the clock — `pull::Tenant` drives it and does those;
 //! the `Cursor`'s encoding belongs to `state`.
 //!
@@ -22,19 +25,33 @@ pub struct Pull {
     /// Shown in every event of the pull.
     pub id: i64,
     pub started: Instant,
+    /// Where the first pass ends, fixed when the pull began (now − first pass delay):
+    /// a pull ends, and a tenant waits for its period, instead of chasing the clock
+    /// with 1-second tail windows.
+    pub first_target: i64,
+    /// Where the settle pass ends (now − `override_time_delay_in_seconds`), fixed alike.
+    pub settle_target: i64,
     pub requests: u64,
     pub filtered: u64,
     pub sent: u64,
+    /// Records the settle pass found that the first pass had not delivered.
+    pub late: u64,
+    /// Records sent again with a new Status.
+    pub status_changes: u64,
 }
 
 impl Pull {
-    pub fn new(id: i64, started: Instant) -> Pull {
+    pub fn new(id: i64, started: Instant, first_target: i64, settle_target: i64) -> Pull {
         Pull {
             id,
             started,
+            first_target,
+            settle_target,
             requests: 0,
             filtered: 0,
             sent: 0,
+            late: 0,
+            status_changes: 0,
         }
     }
 
@@ -44,9 +61,29 @@ impl Pull {
     }
 }
 
+/// Which of the two passes (SPEC §3) a window belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Near real time: up to now − `first_pass_delay_in_seconds`.
+    First,
+    /// Once more at now − `override_time_delay_in_seconds`: only what is new or changed.
+    Settle,
+}
+
+impl Pass {
+    /// How log lines name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pass::First => "first pass",
+            Pass::Settle => "settle pass",
+        }
+    }
+}
+
 /// The window `[start, end)` being paged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
+    pub pass: Pass,
     pub start: i64,
     pub end: i64,
     /// The page to ask for next; `None`: the window's first page.
@@ -55,16 +92,23 @@ pub struct Window {
     pub attempt: u32,
     /// A 401 was answered by renewing the token once already.
     pub retried_401: bool,
+    /// Records scanned in this window so far (sizes the next window).
+    pub records: u64,
+    /// The oldest `Received` among them (where a window too full to finish is cut).
+    pub oldest: Option<i64>,
 }
 
 impl Window {
-    pub fn new(start: i64, end: i64, next_link: Option<String>) -> Window {
+    pub fn new(pass: Pass, start: i64, end: i64, next_link: Option<String>) -> Window {
         Window {
+            pass,
             start,
             end,
             next_link,
             attempt: 0,
             retried_401: false,
+            records: 0,
+            oldest: None,
         }
     }
 }
@@ -83,11 +127,27 @@ pub enum Phase {
 
 impl Phase {
     /// The phase a saved cursor describes: idle, resuming its window if it has one
-    /// (`window_end == 0` is the state file's encoding of "no window").
+    /// (`window_end == 0` / `settle_end == 0` is the state file's encoding of "no
+    /// window"); the first pass's window first.
     pub fn from_cursor(c: &Cursor) -> Phase {
+        let first = (c.window_end != 0).then(|| {
+            Window::new(
+                Pass::First,
+                c.window_start,
+                c.window_end,
+                c.next_link.clone(),
+            )
+        });
+        let settle = (c.settle_end != 0).then(|| {
+            Window::new(
+                Pass::Settle,
+                c.settle_start,
+                c.settle_end,
+                c.settle_link.clone(),
+            )
+        });
         Phase::Idle {
-            resume: (c.window_end != 0)
-                .then(|| Window::new(c.window_start, c.window_end, c.next_link.clone())),
+            resume: first.or(settle),
         }
     }
 
@@ -102,13 +162,30 @@ impl Phase {
         }
     }
 
-    /// Page the window `[start, end)` (only between windows; otherwise no change).
-    pub fn enter(self, start: i64, end: i64) -> Phase {
+    /// Page the window `[start, end)` of `pass` (only between windows; otherwise no
+    /// change).
+    pub fn enter(self, pass: Pass, start: i64, end: i64) -> Phase {
         match self {
             Phase::Pulling { pull } => Phase::Paging {
                 pull,
-                window: Window::new(start, end, None),
+                window: Window::new(pass, start, end, None),
             },
+            other => other,
+        }
+    }
+
+    /// The window being paged holds too many records: read it again from its start
+    /// as `[start, end)` (shorter; the records already delivered beyond `end` are in
+    /// the ledger and filtered when a later window returns them). No change unless
+    /// paging and `end` is inside the window.
+    pub fn shrink(self, end: i64) -> Phase {
+        match self {
+            Phase::Paging { pull, window } if end > window.start && end < window.end => {
+                Phase::Paging {
+                    pull,
+                    window: Window::new(window.pass, window.start, end, None),
+                }
+            }
             other => other,
         }
     }
@@ -119,7 +196,12 @@ impl Phase {
         match (self, next_link) {
             (Phase::Paging { pull, window }, Some(link)) => Phase::Paging {
                 pull,
-                window: Window::new(window.start, window.end, Some(link)),
+                window: Window {
+                    next_link: Some(link),
+                    attempt: 0,
+                    retried_401: false,
+                    ..window
+                },
             },
             (Phase::Paging { pull, .. }, None) => Phase::Pulling { pull },
             (other, _) => other,
@@ -134,7 +216,12 @@ impl Phase {
             Phase::Paging { pull, window } => (
                 Some(pull),
                 Phase::Idle {
-                    resume: Some(Window::new(window.start, window.end, window.next_link)),
+                    resume: Some(Window::new(
+                        window.pass,
+                        window.start,
+                        window.end,
+                        window.next_link,
+                    )),
                 },
             ),
         }
@@ -176,18 +263,25 @@ impl Phase {
         }
     }
 
-    /// Write the phase's window into the cursor's persisted fields.
+    /// Write the phase's window into the cursor's persisted fields of its pass; the
+    /// other pass is between windows (one window is paged at a time).
     pub fn store(&self, c: &mut Cursor) {
+        c.window_end = 0;
+        c.next_link = None;
+        c.settle_end = 0;
+        c.settle_link = None;
         match self.window() {
-            Some(w) => {
+            Some(w) if w.pass == Pass::First => {
                 c.window_start = w.start;
                 c.window_end = w.end;
                 c.next_link = w.next_link.clone();
             }
-            None => {
-                c.window_end = 0;
-                c.next_link = None;
+            Some(w) => {
+                c.settle_start = w.start;
+                c.settle_end = w.end;
+                c.settle_link = w.next_link.clone();
             }
+            None => {}
         }
     }
 }
@@ -197,7 +291,7 @@ mod tests {
     use super::*;
 
     fn pull() -> Pull {
-        Pull::new(1, Instant::now())
+        Pull::new(1, Instant::now(), 0, 0)
     }
 
     #[test]
@@ -206,8 +300,8 @@ mod tests {
         assert!(p.is_idle() && p.window().is_none());
         let p = p.begin(pull());
         assert!(matches!(p, Phase::Pulling { .. }));
-        let p = p.enter(100, 200);
-        assert_eq!(p.window(), Some(&Window::new(100, 200, None)));
+        let p = p.enter(Pass::First, 100, 200);
+        assert_eq!(p.window(), Some(&Window::new(Pass::First, 100, 200, None)));
         let p = p.page_done(Some("next".into()));
         assert_eq!(
             p.window().and_then(|w| w.next_link.as_deref()),
@@ -221,14 +315,19 @@ mod tests {
 
     #[test]
     fn a_failed_pull_keeps_its_window_for_the_next() {
-        let mut p = Phase::Idle { resume: None }.begin(pull()).enter(100, 200);
+        let mut p = Phase::Idle { resume: None }
+            .begin(pull())
+            .enter(Pass::First, 100, 200);
         if let Some(w) = p.window_mut() {
             w.attempt = 3;
             w.retried_401 = true;
             w.next_link = Some("l".into());
         }
         let (_, p) = p.finish();
-        assert_eq!(p.window(), Some(&Window::new(100, 200, Some("l".into()))));
+        assert_eq!(
+            p.window(),
+            Some(&Window::new(Pass::First, 100, 200, Some("l".into())))
+        );
         let mut c = Cursor::default();
         p.store(&mut c);
         assert_eq!((c.window_start, c.window_end), (100, 200));
@@ -240,5 +339,36 @@ mod tests {
         let (_, p) = p.page_done(None).finish();
         p.store(&mut c);
         assert_eq!((c.window_end, c.next_link), (0, None));
+    }
+
+    #[test]
+    fn a_shrunk_window_restarts_from_its_start() {
+        let p = Phase::Idle { resume: None }
+            .begin(pull())
+            .enter(Pass::First, 100, 1000)
+            .page_done(Some("n".into()));
+        let p = p.shrink(2000).shrink(400);
+        assert_eq!(p.window(), Some(&Window::new(Pass::First, 100, 400, None)));
+    }
+
+    #[test]
+    fn a_settle_window_is_stored_in_the_settle_fields_and_resumed() {
+        let p = Phase::Idle { resume: None }
+            .begin(pull())
+            .enter(Pass::Settle, 50, 80)
+            .page_done(Some("s".into()));
+        let mut c = Cursor {
+            window_start: 100,
+            ..Cursor::default()
+        };
+        p.store(&mut c);
+        assert_eq!((c.window_start, c.window_end), (100, 0));
+        assert_eq!((c.settle_start, c.settle_end), (50, 80));
+        assert_eq!(c.settle_link.as_deref(), Some("s"));
+        let back = Phase::from_cursor(&c);
+        assert_eq!(
+            back.window(),
+            Some(&Window::new(Pass::Settle, 50, 80, Some("s".into())))
+        );
     }
 }

@@ -1,23 +1,30 @@
-//! Windows, delay, cutoff and edge dedup: (cursor, settings, now) -> next query.
+//! Windows, delays, cutoff and window sizing: (cursor, settings, now) -> next query.
 //!
-//! Owns: where the first pull starts, how long each window is, when a tenant is up to
-//! date, clamping a cursor older than the API allows, the per-window dedup set and the
-//! end-edge keys carried into the next window. Must not: read a clock or do IO — `now`
-//! is always an argument, so every rule here is unit-tested with fixed instants. What
-//! differs per API (maximum age, window length) is asked of `source::Api`.
-
-use std::collections::HashSet;
+//! Owns: where the first pull starts, the two passes' targets, how long each window is
+//! (the API's rule, capped by the length sized from the record count of recent
+//! windows), when a pass is up to date, clamping a cursor older than the API allows,
+//! and the span of ledger entries a window's dedup set covers. Must not: read a clock
+//! or do IO — `now` is always an argument, so every rule here is unit-tested with fixed
+//! instants; dedup itself is the delivery ledger's (`ledger.rs`). What differs per API
+//! (maximum age, window length) is asked of `source::Api`.
 
 use crate::source::Api;
 use crate::time::DAY;
-/// Records received within this many seconds of a window's end are remembered as edge
-/// keys: Graph bounds are inclusive (a record exactly on the boundary comes back in
-/// both windows) and the Reporting Web Service rounds fractional seconds.
+/// A window's dedup set holds the ledger entries received within this many seconds
+/// around it: Graph bounds are inclusive (a record exactly on the boundary comes back
+/// in both windows) and the Reporting Web Service rounds fractional seconds.
 pub const EDGE_SECS: i64 = 1;
-/// Upper bound of the per-window dedup set (8 bytes a key). A window with more records
-/// than this (a 10-day Graph catch-up window of a huge tenant) keeps deduplicating
-/// retried pages and edges, but not repeats across distant pages of that one window.
-pub const MAX_WINDOW_KEYS: usize = 262_144;
+/// A window that held more records than this makes the next one shorter: one window's
+/// dedup set (two 64-bit hashes an entry, ~40 bytes with the table's slack) then stays
+/// near 4 MiB, within SPEC §9's 8 MiB for a 1M-records/day tenant, whatever the
+/// window's length in time.
+pub const MAX_WINDOW_RECORDS: u64 = 100_000;
+/// A window that held fewer than this many records lets the next one double (up to
+/// the API's rule): quiet hours do not cost a request per small window.
+pub const FEW_WINDOW_RECORDS: u64 = MAX_WINDOW_RECORDS / 4;
+/// Shortest window sizing ever asks for: a burst (120,000 recipients of one message
+/// in one second) cannot be split by time, it pages on within one window.
+pub const MIN_WINDOW_SECS: u64 = 60;
 
 /// The oldest instant a query may start at, keeping `margin` seconds of safety.
 pub fn oldest_allowed(api: Api, now: i64, margin_secs: u64) -> i64 {
@@ -53,22 +60,55 @@ pub fn target(now: i64, delay_secs: u64) -> i64 {
     now.saturating_sub(i64::try_from(delay_secs).unwrap_or(0))
 }
 
-/// The next window `[start, end)` from `start`, or `None` when up to date; its length
-/// is the API's rule (`Api::window_len`) applied to `window_secs`.
+/// The next window `[start, end)` from `start` towards `target`, or `None` when up to
+/// date; its length is the API's rule (`Api::window_len`) applied to `window_secs`,
+/// capped by `sized_secs` (the record-count sizing, 0 = none) and never past `stop`
+/// (the first pass stops its catch-up windows at the settle target, so the windows
+/// read settled are exactly those the settle pass rides along).
 pub fn next_window(
     api: Api,
     start: i64,
-    now: i64,
-    delay_secs: u64,
+    target: i64,
     window_secs: u64,
+    sized_secs: u64,
+    stop: i64,
 ) -> Option<(i64, i64)> {
-    let target = target(now, delay_secs);
     if start >= target {
         return None;
     }
     let configured = i64::try_from(window_secs).unwrap_or(i64::MAX).max(1);
-    let len = api.window_len(configured, target.saturating_sub(start));
-    Some((start, start.saturating_add(len).min(target)))
+    let mut len = api.window_len(configured, target.saturating_sub(start));
+    if sized_secs != 0 {
+        len = len.min(i64::try_from(sized_secs).unwrap_or(i64::MAX).max(1));
+    }
+    let mut end = start.saturating_add(len).min(target);
+    if start < stop && stop < end {
+        end = stop;
+    }
+    Some((start, end))
+}
+
+/// The window length after a window `[.., ..)` of `len` seconds held `records`
+/// records: shrink in proportion past [`MAX_WINDOW_RECORDS`] (to half the bound, so the
+/// next window has room), double below [`FEW_WINDOW_RECORDS`] up to `api_max`
+/// (returning 0, "no cap", once there).
+pub fn resize(len: i64, records: u64, api_max: i64) -> u64 {
+    let len = u64::try_from(len).unwrap_or(0).max(1);
+    let api_max = u64::try_from(api_max).unwrap_or(u64::MAX).max(1);
+    if records > MAX_WINDOW_RECORDS {
+        let scaled = u128::from(len)
+            .saturating_mul(u128::from(MAX_WINDOW_RECORDS / 2))
+            .checked_div(u128::from(records))
+            .unwrap_or(0);
+        return u64::try_from(scaled)
+            .unwrap_or(u64::MAX)
+            .clamp(MIN_WINDOW_SECS, api_max.max(MIN_WINDOW_SECS));
+    }
+    if records < FEW_WINDOW_RECORDS {
+        let grown = len.saturating_mul(2);
+        return if grown >= api_max { 0 } else { grown };
+    }
+    len
 }
 
 /// Progress while catching up: how far behind the target the cursor is, and the share
@@ -83,77 +123,6 @@ pub fn progress(origin: i64, start: i64, now: i64, delay_secs: u64) -> (i64, u32
         .checked_div(i128::from(total))
         .unwrap_or(100);
     (behind, u32::try_from(pct).unwrap_or(100))
-}
-
-/// Dedup state of the window being pulled.
-#[derive(Debug, Default)]
-pub struct Dedup {
-    /// Keys of the previous window's end edge.
-    edge_prev: HashSet<u64>,
-    /// Keys of records sent in this window (bounded by `MAX_WINDOW_KEYS`).
-    window: HashSet<u64>,
-    /// Keys accepted since the last confirmed delivery: forgotten again if the output
-    /// loses them, so the page's retry sends them.
-    unconfirmed: Vec<u64>,
-    /// Keys of this window's end edge, computed as records arrive.
-    edge_next: Vec<u64>,
-}
-
-/// What to do with one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Send,
-    Filter,
-}
-
-impl Dedup {
-    pub fn new(edge_keys: &[u64]) -> Self {
-        Dedup {
-            edge_prev: edge_keys.iter().copied().collect(),
-            ..Dedup::default()
-        }
-    }
-
-    /// Decide for a record with `key` received at `received` in window ending `end`.
-    pub fn check(&mut self, key: u64, received: Option<i64>, end: i64) -> Verdict {
-        if self.edge_prev.contains(&key) || self.window.contains(&key) {
-            return Verdict::Filter;
-        }
-        if self.window.len() < MAX_WINDOW_KEYS {
-            self.window.insert(key);
-        }
-        self.unconfirmed.push(key);
-        if received.is_some_and(|r| r >= end.saturating_sub(EDGE_SECS)) {
-            self.edge_next.push(key);
-        }
-        Verdict::Send
-    }
-
-    /// The records accepted so far were delivered.
-    pub fn confirm(&mut self) {
-        self.unconfirmed.clear();
-    }
-
-    /// The output lost what was written since the last confirm: forget those keys so the
-    /// retried page sends them again.
-    pub fn rollback(&mut self) {
-        for k in self.unconfirmed.drain(..) {
-            self.window.remove(&k);
-            self.edge_next.retain(|e| *e != k);
-        }
-    }
-
-    /// The window is complete: its end-edge keys become the next window's filter.
-    pub fn finish_window(&mut self) -> Vec<u64> {
-        let edge = std::mem::take(&mut self.edge_next);
-        self.edge_prev = edge.iter().copied().collect();
-        // Release, not `clear`: a cleared set keeps its capacity, so every tenant would
-        // hold the memory of its largest window ever (up to MAX_WINDOW_KEYS keys, MiBs)
-        // between windows — with 100 tenants, over SPEC §9's 16 MiB.
-        self.window = HashSet::new();
-        self.unconfirmed = Vec::new();
-        edge
-    }
 }
 
 #[cfg(test)]
@@ -181,7 +150,9 @@ mod tests {
         let delay: u64 = 3600;
         let mut start = NOW - 2 * 3600;
         let mut n = 0;
-        while let Some((s, e)) = next_window(Api::Reporting, start, NOW, delay, 900) {
+        while let Some((s, e)) =
+            next_window(Api::Reporting, start, target(NOW, delay), 900, 0, i64::MIN)
+        {
             assert_eq!(s, start);
             assert!(e <= NOW - 3600 && e > s);
             start = e;
@@ -194,11 +165,12 @@ mod tests {
     #[test]
     fn graph_windows_grow_while_catching_up() {
         let start = NOW - 12 * DAY;
-        let (s, e) = next_window(Api::Graph, start, NOW, 90_000, 900).unwrap();
+        let t = target(NOW, 90_000);
+        let (s, e) = next_window(Api::Graph, start, t, 900, 0, t).unwrap();
         assert_eq!((s, e - s), (start, 10 * DAY));
-        let (_, e2) = next_window(Api::Graph, e, NOW, 90_000, 900).unwrap();
+        let (_, e2) = next_window(Api::Graph, e, t, 900, 0, t).unwrap();
         assert_eq!(e2, NOW - 90_000);
-        assert_eq!(next_window(Api::Graph, e2, NOW, 90_000, 900), None);
+        assert_eq!(next_window(Api::Graph, e2, t, 900, 0, t), None);
     }
 
     #[test]
@@ -215,27 +187,45 @@ mod tests {
     #[test]
     fn leap_day_window_is_plain_seconds() {
         let feb28 = crate::time::parse_date("2028-02-28").unwrap();
-        let (s, e) =
-            next_window(Api::Reporting, feb28 + DAY - 300, feb28 + 3 * DAY, 0, 900).unwrap();
+        let (s, e) = next_window(
+            Api::Reporting,
+            feb28 + DAY - 300,
+            feb28 + 3 * DAY,
+            900,
+            0,
+            i64::MIN,
+        )
+        .unwrap();
         assert_eq!(crate::time::ymd(e), "2028-02-29");
         assert_eq!(e - s, 900);
     }
 
     #[test]
-    fn dedup_filters_edges_and_repeats_and_rolls_back() {
-        let mut d = Dedup::new(&[7]);
-        assert_eq!(d.check(7, Some(100), 1000), Verdict::Filter);
-        assert_eq!(d.check(1, Some(100), 1000), Verdict::Send);
-        assert_eq!(d.check(1, Some(100), 1000), Verdict::Filter);
-        d.confirm();
-        assert_eq!(d.check(2, Some(999), 1000), Verdict::Send);
-        d.rollback();
-        assert_eq!(d.check(2, Some(999), 1000), Verdict::Send);
-        assert_eq!(d.check(3, Some(1000), 1000), Verdict::Send);
-        let edge = d.finish_window();
-        assert_eq!(edge, vec![2, 3]);
-        assert_eq!(d.check(3, Some(1000), 1900), Verdict::Filter);
-        assert_eq!(d.check(1, Some(1000), 1900), Verdict::Send);
+    fn windows_shrink_past_the_record_bound_and_grow_back() {
+        let ten_days = 10 * DAY;
+        // 8 h holding 333,333 records (1M a day): the next one holds ~50,000.
+        let shrunk = resize(8 * 3600, 333_333, ten_days);
+        assert_eq!(shrunk, 4320);
+        assert_eq!(resize(4320, 50_000, ten_days), 4320);
+        assert_eq!(resize(4320, 1_000, ten_days), 8640);
+        assert_eq!(resize(6 * DAY, 10, ten_days), 0);
+        // A burst in one second cannot shrink a window below the floor.
+        assert_eq!(resize(60, 120_000, ten_days), MIN_WINDOW_SECS);
+        let start = NOW - 9 * DAY;
+        let (_, e) = next_window(Api::Graph, start, NOW, 900, shrunk, NOW).unwrap();
+        assert_eq!(e - start, 4320);
+        let (_, e) = next_window(Api::Graph, start, NOW, 900, 0, NOW).unwrap();
+        assert_eq!(e, NOW);
+    }
+
+    #[test]
+    fn catch_up_windows_stop_at_the_settle_target() {
+        let stop = NOW - 90_000;
+        let start = NOW - 3 * DAY;
+        let (_, e) = next_window(Api::Graph, start, NOW - 900, 900, 0, stop).unwrap();
+        assert_eq!(e, stop);
+        let (s, e) = next_window(Api::Graph, stop, NOW - 900, 900, 0, stop).unwrap();
+        assert_eq!((s, e), (stop, NOW - 900));
     }
 
     #[test]

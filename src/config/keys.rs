@@ -197,6 +197,13 @@ service_keys! {
         codes: codes(19, 20),
         doc: "how far behind now the pulled data ends (records appear in the API up to 24 h late); below 86400 warns that records may be missed",
     };
+    FIRST_PASS_DELAY_IN_SECONDS = Key {
+        name: "first_pass_delay_in_seconds",
+        kind: Kind::Int { min: 60, max: 172_800, default: 900 },
+        api: None,
+        codes: NO_CODE,
+        doc: "how far behind now the first pass reads (records reach the SIEM within minutes); the settle pass reads each window again at `override_time_delay_in_seconds` and sends only what is new or changed; equal or above it means one pass",
+    };
     RESET_PERSISTENCE_AUTH = Key {
         name: "reset_persistence_auth",
         kind: Kind::Date,

@@ -140,6 +140,8 @@ pub struct ServiceConfig {
     pub period_secs: u64,
     pub window_secs: u64,
     pub delay_secs: u64,
+    /// `first_pass_delay_in_seconds`: the first pass ends this far behind now.
+    pub first_pass_delay_secs: u64,
     pub reset_persistence_auth: Option<String>,
     /// Full URL of the MessageTrace endpoint (base + path unless the value already ends with it).
     pub reporting_url: String,

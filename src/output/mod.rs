@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod devo;
 pub mod file;
 pub mod framed;
+mod link_io;
 pub mod pem;
 pub mod relp;
 pub mod relp_sink;

@@ -14,7 +14,7 @@
 //! caller's backoff does).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
+use super::link_io::{peek_peer, read_into, unacked_bytes, write_tls_all};
 use super::{pem, Timeouts};
 use crate::config::TlsOutput;
 use crate::error::{Error, Result};
@@ -53,9 +54,9 @@ const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
 /// Longest wait to send close_notify when a link is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Scratch for the bytes a receiver sends us (TLS tickets, alerts, acknowledgements).
-const READ_SCRATCH: usize = 4096;
+pub(super) const READ_SCRATCH: usize = 4096;
 /// Shortest socket read timeout `read_available` sets (zero would mean "forever").
-const READ_WAIT_MIN: Duration = Duration::from_millis(1);
+pub(super) const READ_WAIT_MIN: Duration = Duration::from_millis(1);
 /// Component of the connection-state log lines.
 const COMP: &str = "OutputProcess::OutputSender";
 
@@ -79,12 +80,12 @@ struct Peer {
 }
 
 /// One established connection.
-struct Conn {
-    sock: TcpStream,
-    tls: Option<Box<ClientConnection>>,
+pub(super) struct Conn {
+    pub(super) sock: TcpStream,
+    pub(super) tls: Option<Box<ClientConnection>>,
     /// Plaintext the receiver sent, not yet taken by `read_available` (kept only when
     /// the sink asked for it; at most `INBOX_MAX` bytes).
-    inbox: VecDeque<u8>,
+    pub(super) inbox: VecDeque<u8>,
 }
 
 /// The connection state. Each state change is logged once, on the transition.
@@ -732,149 +733,6 @@ impl Drop for Link {
     }
 }
 
-fn write_tls_all(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
-    while tls.wants_write() {
-        tls.write_tls(sock)?;
-    }
-    Ok(())
-}
-
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "closed")
-}
-
-/// One read from the socket. TCP: the bytes land in `plain` (their count is returned).
-/// TLS: the records go into rustls and are processed (0 is returned; the plaintext is
-/// taken with `read_plain`). A socket at EOF is an `UnexpectedEof` error.
-fn read_once(conn: &mut Conn, plain: &mut [u8]) -> io::Result<usize> {
-    let n = match conn.tls.as_mut() {
-        Some(tls) => tls.read_tls(&mut conn.sock)?,
-        None => conn.sock.read(plain)?,
-    };
-    if n == 0 {
-        return Err(closed());
-    }
-    match conn.tls.as_mut() {
-        Some(tls) => {
-            tls.process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            Ok(0)
-        }
-        None => Ok(n),
-    }
-}
-
-/// Plaintext rustls holds: `None` when there is none yet; `UnexpectedEof` when the
-/// receiver closed the session (close_notify) and nothing is left.
-fn read_plain(tls: &mut ClientConnection, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    match tls.reader().read(buf) {
-        Ok(0) => Err(closed()),
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Read what the peer sent without blocking (the socket is non-blocking here).
-/// Ok when nothing is there; an `UnexpectedEof` error when the peer closed. Received
-/// plaintext goes to the inbox when `keep` (until it holds about `INBOX_MAX` bytes:
-/// then the socket is left unread), else it is discarded.
-fn peek_peer(conn: &mut Conn, keep: bool) -> io::Result<()> {
-    let mut scratch = [0u8; READ_SCRATCH];
-    loop {
-        if keep && conn.inbox.len() >= INBOX_MAX {
-            return Ok(());
-        }
-        match read_once(conn, &mut scratch) {
-            Ok(n) => {
-                if keep {
-                    conn.inbox.extend(scratch.get(..n).unwrap_or_default());
-                }
-                if let Some(tls) = conn.tls.as_mut() {
-                    while let Some(k) = read_plain(tls, &mut scratch)? {
-                        if keep {
-                            conn.inbox.extend(scratch.get(..k).unwrap_or_default());
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `read_available` on an established connection: inbox first, then the socket with
-/// a read timeout up to `deadline` (restored to `io_timeout` after).
-fn read_into(
-    conn: &mut Conn,
-    buf: &mut [u8],
-    deadline: Instant,
-    io_timeout: Duration,
-) -> io::Result<usize> {
-    if !conn.inbox.is_empty() {
-        let n = buf.len().min(conn.inbox.len());
-        for (dst, src) in buf.iter_mut().zip(conn.inbox.drain(..n)) {
-            *dst = src;
-        }
-        return Ok(n);
-    }
-    let r = read_socket(conn, buf, deadline);
-    let _ = conn.sock.set_read_timeout(Some(io_timeout));
-    r
-}
-
-fn read_socket(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    loop {
-        if let Some(tls) = conn.tls.as_mut() {
-            if let Some(n) = read_plain(tls, buf)? {
-                return Ok(n);
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(0);
-        }
-        conn.sock.set_read_timeout(Some(left.max(READ_WAIT_MIN)))?;
-        match read_once(conn, buf) {
-            // TLS records were processed: their plaintext is taken at the loop's top.
-            Ok(0) => {}
-            Ok(n) => return Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Bytes in the socket's send queue that the peer's TCP has not acknowledged yet
-/// (unsent + unacknowledged). std has no API for this, so libc's ioctl is used:
-/// SIOCOUTQ (equal to TIOCOUTQ on Linux) on a TCP socket returns `write_seq - snd_una`.
-#[cfg(target_os = "linux")]
-fn unacked_bytes(sock: &TcpStream) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let mut pending: libc::c_int = 0;
-    // SAFETY: the fd is an open socket owned by `sock` for the whole call, and
-    // TIOCOUTQ writes exactly one c_int through the pointer.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut pending) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u64::try_from(pending).unwrap_or(0))
-}
-
-/// Elsewhere the queue cannot be read: a flushed write counts as delivered.
-#[cfg(not(target_os = "linux"))]
-fn unacked_bytes(_sock: &TcpStream) -> io::Result<u64> {
-    Ok(0)
-}
-
 fn tls_setup(cfg: &TlsOutput) -> Result<TlsSetup> {
     let server_name = ServerName::try_from(cfg.address.clone()).map_err(|_| {
         Error::Tls(format!(
@@ -991,6 +849,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn replay_keeps_the_newest_whole_chunks_within_its_bound() {

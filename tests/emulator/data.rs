@@ -18,6 +18,8 @@ pub const MAX_LATENESS_SECS: u64 = 1_800;
 
 /// `msg` serial of the one known five-recipient message of each tenant.
 pub const KNOWN_MSG: u64 = 1 << 63;
+/// `msg` serial of the burst message (`Flow::burst`: one message, many recipients).
+pub const BURST_MSG: u64 = (1 << 63) | 1;
 
 /// SplitMix64 finaliser: a good 64-bit mixer.
 pub fn mix(mut z: u64) -> u64 {
@@ -171,8 +173,8 @@ pub struct Rec {
     pub nanos: u32,
     /// Message serial within the tenant: `hour << 24 | n`, or `KNOWN_MSG`.
     pub msg: u64,
-    /// Recipient index within the message (0..5).
-    pub rcpt: u8,
+    /// Recipient index within the message (0..5; up to the burst's size for `BURST_MSG`).
+    pub rcpt: u32,
     /// Seconds after `Received` at which the record becomes visible.
     pub lateness: u32,
 }
@@ -202,6 +204,12 @@ pub struct Flow {
     /// When set, `Pending`/`GettingStatus` records turn `Delivered` this many seconds
     /// after they become visible (Microsoft's settling time, shortened).
     pub settle_secs: Option<u32>,
+    /// When set, `(percent, secs)`: that share of records becomes visible exactly `secs`
+    /// after its `Received`, the others at once (instead of 0–30 minutes at random).
+    pub lateness: Option<(u8, u32)>,
+    /// When set, `(secs, recipients)`: one more message at that whole second with that
+    /// many recipients (a mail to a large distribution list), visible at once.
+    pub burst: Option<(i64, u32)>,
 }
 
 impl Flow {
@@ -224,6 +232,8 @@ impl Flow {
             subject_pad,
             org: format!("contoso{:03}.onmicrosoft.com", tenant_seed % 1000),
             settle_secs: None,
+            lateness: None,
+            burst: None,
         }
     }
 
@@ -256,12 +266,13 @@ impl Flow {
             } else {
                 nanos
             };
-            for rcpt in 0..k as u8 {
+            for rcpt in 0..k as u32 {
                 let lh = hash2(mh, u64::from(rcpt) + 1000);
-                let lateness = if lh % 10 < 3 {
-                    0
-                } else {
-                    ((lh >> 8) % (MAX_LATENESS_SECS + 1)) as u32
+                let lateness = match self.lateness {
+                    Some((pct, late)) if (lh >> 8) % 100 < u64::from(pct) => late,
+                    Some(_) => 0,
+                    None if lh % 10 < 3 => 0,
+                    None => ((lh >> 8) % (MAX_LATENESS_SECS + 1)) as u32,
                 };
                 if secs >= self.data_start {
                     out.push(Rec {
@@ -276,9 +287,20 @@ impl Flow {
             remaining -= k;
             n += 1;
         }
+        if let Some((bs, count)) = self.burst {
+            if bs >= start && bs < start + HOUR {
+                out.extend((0..count).map(|rcpt| Rec {
+                    secs: bs,
+                    nanos: 0,
+                    msg: BURST_MSG,
+                    rcpt,
+                    lateness: 0,
+                }));
+            }
+        }
         let (ks, kn) = self.known_at;
         if ks >= start && ks < start + HOUR && ks >= self.data_start {
-            for rcpt in 0..5u8 {
+            for rcpt in 0..5u32 {
                 out.push(Rec {
                     secs: ks,
                     nanos: kn,
@@ -350,10 +372,14 @@ impl Flow {
         // One address in 25 has an apostrophe, one in 25 a non-ASCII letter (trace
         // detail URLs must double the `'` and percent-encode the UTF-8).
         let n = (base + u64::from(r.rcpt) * 37) % 1000;
-        let recipient = match n % 25 {
-            3 => format!("o'neil.{n}@contoso.example"),
-            11 => format!("jürgen.{n}@contoso.example"),
-            _ => format!("user{n}@contoso.example"),
+        let recipient = if r.msg == BURST_MSG {
+            format!("member{}@dl.contoso.example", r.rcpt)
+        } else {
+            match n % 25 {
+                3 => format!("o'neil.{n}@contoso.example"),
+                11 => format!("jürgen.{n}@contoso.example"),
+                _ => format!("user{n}@contoso.example"),
+            }
         };
         let mut subject = if known {
             "Five recipients: all hands ✓ 😀".to_string()

@@ -80,6 +80,11 @@
 //! Data are generated lazily per hour bucket and are identical on every query.
 //! Options: `settle_secs` makes `Pending`/`GettingStatus` records turn `Delivered` that
 //! long after they become visible (a status changing during the settling time);
+//! `lateness: Some((percent, secs))` makes that share of records visible exactly `secs`
+//! after Received and the rest at once; `burst: Some((secs, n))` adds one message with
+//! `n` recipients at one whole second (120,000 recipients of a distribution list);
+//! `records_per_hour: 41_667` is a 1M-records/day flow (generated per hour bucket on
+//! demand, so only the hours a query touches cost anything);
 //! `graph_extra_field` adds a `"direction"` field unknown to the collector to every Graph
 //! record (fields Graph adds later must be kept). Paging is
 //! consistent: pages after the first use the visibility instant of the first page of the
@@ -242,6 +247,12 @@ pub struct EmuOptions {
     /// `Pending`/`GettingStatus` records turn `Delivered` this long after they become
     /// visible; `None` (default) keeps every status fixed.
     pub settle_secs: Option<u32>,
+    /// `(percent, secs)`: that share of records becomes visible exactly `secs` after
+    /// its Received, the others at once; `None` (default): 0–30 minutes at random.
+    pub lateness: Option<(u8, u32)>,
+    /// `(secs, recipients)`: one message at that whole second with that many recipients
+    /// (`member{n}@dl.contoso.example`), visible at once — a burst in one second.
+    pub burst: Option<(i64, u32)>,
     /// Graph records carry one field the collector does not know, `"direction"`
     /// (`"inbound"`/`"outbound"`, see `ExpectedRecord::direction`), after `toIP`.
     pub graph_extra_field: bool,
@@ -267,6 +278,8 @@ impl Default for EmuOptions {
             origin: None,
             log_served: true,
             settle_secs: None,
+            lateness: None,
+            burst: None,
             graph_extra_field: false,
             faults: Faults::default(),
         }
@@ -385,9 +398,38 @@ pub(crate) struct Shared {
     started: Instant,
     stop: AtomicBool,
     port: u16,
+    /// The last query's records (tenant, from, to, visibility instant) → newest first:
+    /// the pages of one query reuse them instead of generating and sorting every hour
+    /// of the window again (a 1M-records/day flow or a 120,000-recipient burst stays
+    /// cheap to page through).
+    last_query: Mutex<Option<(QueryKey, Arc<Vec<Rec>>)>>,
 }
 
+/// (tenant index, from, to, visibility instant) of a records query.
+type QueryKey = (usize, i64, i64, i64);
+
 impl Shared {
+    /// Records of tenant `ti` with `from <= secs < to` visible at `snap`, newest first.
+    pub(crate) fn records(
+        &self,
+        ti: usize,
+        flow: &Flow,
+        from: i64,
+        to: i64,
+        snap: i64,
+    ) -> Arc<Vec<Rec>> {
+        let key = (ti, from, to, snap);
+        let mut last = self.last_query.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, recs)) = last.as_ref() {
+            if *k == key {
+                return Arc::clone(recs);
+            }
+        }
+        let recs = Arc::new(flow.records(from, to, snap));
+        *last = Some((key, Arc::clone(&recs)));
+        recs
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -438,6 +480,8 @@ impl Emulator {
                     opts.subject_pad,
                 );
                 f.settle_secs = opts.settle_secs;
+                f.lateness = opts.lateness;
+                f.burst = opts.burst;
                 f
             })
             .collect();
@@ -449,6 +493,7 @@ impl Emulator {
             started: Instant::now(),
             stop: AtomicBool::new(false),
             port: addr.port(),
+            last_query: Mutex::new(None),
         });
         let sh = Arc::clone(&shared);
         let cfg = Arc::clone(&tls.config);
@@ -579,7 +624,7 @@ impl Emulator {
     pub fn known_message(&self, tenant_id: &str) -> Option<KnownMessage> {
         let flow = self.flow(tenant_id)?;
         let (secs, nanos) = flow.known_at;
-        let recs: Vec<Rec> = (0..5u8)
+        let recs: Vec<Rec> = (0..5u32)
             .map(|rcpt| Rec {
                 secs,
                 nanos,

@@ -529,10 +529,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     let Some(flow) = sh.flows.get(ti) else {
         return (tenant, odata_error(500, "", "internal"));
     };
-    let recs: Vec<Rec> = flow
-        .records(start.0, end.0.saturating_add(1), snap)
-        .into_iter()
+    let recs: Vec<Rec> = sh
+        .records(ti, flow, start.0, end.0.saturating_add(1), snap)
+        .iter()
         .filter(|r| (r.secs, r.nanos) >= start && (r.secs, r.nanos) < end)
+        .copied()
         .collect();
     let page_size = sh.opts.page_size.max(1);
     let page: &[Rec] = recs.get(skip..).unwrap_or(&[]);
@@ -877,7 +878,7 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
     let Some(flow) = sh.flows.get(ti) else {
         return (tenant, graph_error(500, "InternalServerError", "internal"));
     };
-    let recs = flow.records(lo, hi.saturating_add(1), snap);
+    let recs = sh.records(ti, flow, lo, hi.saturating_add(1), snap);
     let page: &[Rec] = recs.get(skip..).unwrap_or(&[]);
     let page = page.get(..top.min(page.len())).unwrap_or(&[]);
     let more = skip + page.len() < recs.len();

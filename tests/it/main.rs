@@ -26,6 +26,7 @@ mod fuzz_replay;
 mod hostile;
 mod metrics;
 mod outputs;
+mod passes;
 mod receivers_ng;
 mod relp;
 mod shards;

@@ -536,9 +536,12 @@ fn move_to_graph_in_the_middle_of_a_catch_up() {
         "[tenants] move mid catch-up: RWS delivered {rws_keys}, stopped {offset} record(s) into window {}; {keys} records in all, {dups} delivered twice",
         fmt_z(rws_cursor.window_start)
     );
+    // Graph restarts the interrupted window; the delivery ledger (per input id, shared
+    // by both APIs) filters the `offset` records RWS had delivered of it (issue 13:
+    // before the ledger exactly those came again).
     assert_eq!(
-        dups, offset,
-        "only the part of the interrupted window RWS had delivered comes again"
+        dups, 0,
+        "the {offset} record(s) RWS had delivered of the interrupted window come again"
     );
     let graph_requests: Vec<_> = emu.request_log()[graph_from..]
         .iter()
@@ -782,6 +785,7 @@ fn takeover_at_a_record_exact_second_delivers_it_once_and_nothing_before() {
         let (mut st, _) = msgtrace::state::StateFile::open(&path).unwrap();
         st.checkpoint(&msgtrace::state::Cursor {
             window_start: x,
+            settle_start: x,
             delay_secs: 3600,
             service: RWS.to_string(),
             ..Default::default()

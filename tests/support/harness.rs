@@ -252,6 +252,9 @@ pub struct Cfg {
     pub service_extra: String,
     pub cutoff_days: u32,
     pub delay: u64,
+    /// `first_pass_delay_in_seconds`; `None`: the delay itself (one pass, so a test's
+    /// expected records are those visible up to the cursor when it ran).
+    pub first_pass: Option<u64>,
     pub window: u64,
     pub period: u64,
     pub debug: bool,
@@ -272,6 +275,7 @@ impl Cfg {
             service_extra: String::new(),
             cutoff_days: 2,
             delay: 3600,
+            first_pass: None,
             window: 3600,
             period: 1,
             debug: false,
@@ -300,11 +304,12 @@ impl Cfg {
                 format!("        override_base_url: {}\n", self.base)
             };
             y.push_str(&format!(
-                "  {name}:\n    id: {}\n    enabled: true\n    max_historic_date_cutoff_days_back: {}\n    max_historic_date_margin_seconds: 60\n    credentials:\n      tenant_id: {tenant}\n      client_id: {client}\n      client_secret: {secret}\n    services:\n      {service}:\n{urls}        override_base_auth_url: {}\n        ca_file: certs/emulator-ca.pem\n        override_time_delay_in_seconds: {}\n        window_in_seconds: {}\n        request_period_in_seconds: {}\n        requests_retries_before_error_in_units: 5\n        requests_wait_time_between_retries_in_seconds: 0\n        requests_timeout_in_seconds: 10\n{}",
+                "  {name}:\n    id: {}\n    enabled: true\n    max_historic_date_cutoff_days_back: {}\n    max_historic_date_margin_seconds: 60\n    credentials:\n      tenant_id: {tenant}\n      client_id: {client}\n      client_secret: {secret}\n    services:\n      {service}:\n{urls}        override_base_auth_url: {}\n        ca_file: certs/emulator-ca.pem\n        override_time_delay_in_seconds: {}\n        first_pass_delay_in_seconds: {}\n        window_in_seconds: {}\n        request_period_in_seconds: {}\n        requests_retries_before_error_in_units: 5\n        requests_wait_time_between_retries_in_seconds: 0\n        requests_timeout_in_seconds: 10\n{}",
                 1000 + i,
                 self.cutoff_days,
                 self.base,
                 self.delay,
+                self.first_pass.unwrap_or(self.delay).max(60),
                 self.window,
                 self.period,
                 self.service_extra

@@ -79,6 +79,7 @@ pub(super) fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Serv
         period_secs: v.u64(&keys::REQUEST_PERIOD_IN_SECONDS),
         window_secs: v.u64(&keys::WINDOW_IN_SECONDS),
         delay_secs: v.u64(&keys::OVERRIDE_TIME_DELAY_IN_SECONDS),
+        first_pass_delay_secs: v.u64(&keys::FIRST_PASS_DELAY_IN_SECONDS),
         reset_persistence_auth: v.text(&keys::RESET_PERSISTENCE_AUTH),
         reporting_url: with_path(&url(&keys::OVERRIDE_BASE_URL), keys::REPORTING_PATH),
         auth_url: url(&keys::OVERRIDE_BASE_AUTH_URL)
@@ -333,6 +334,10 @@ mod tests {
             (
                 &keys::OVERRIDE_TIME_DELAY_IN_SECONDS,
                 svc.delay_secs.to_string(),
+            ),
+            (
+                &keys::FIRST_PASS_DELAY_IN_SECONDS,
+                svc.first_pass_delay_secs.to_string(),
             ),
             (
                 &keys::MAX_REQUESTS_PER_5_MINUTES,

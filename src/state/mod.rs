@@ -8,66 +8,7 @@
 //! or panic on any file content — every read goes through `get()`, checked
 //! arithmetic and the bounds below.
 //!
-//! # File format (version 1)
-//!
-//! A state file `<dir>/<input_id>_<service>.state` is a sequence of records and
-//! nothing else (no file header). Each record is one checkpoint; the last valid
-//! record wins. A record is a 10-byte header followed by the payload:
-//!
-//! | offset | size | field |
-//! |---|---|---|
-//! | 0 | 1 | magic `0xC7` ([`MAGIC`]) — not ASCII, so a text file never looks like state |
-//! | 1 | 1 | payload format version, `1` ([`FORMAT_VERSION`]) |
-//! | 2 | 4 | payload length `n`, u32 little-endian, at most [`MAX_RECORD_LEN`] |
-//! | 6 | 4 | CRC-32 (IEEE 802.3, reflected, poly `0xEDB88320`, init/xorout `0xFFFFFFFF` — zlib's `crc32`) over header bytes 0..6 then the `n` payload bytes, u32 little-endian |
-//! | 10 | n | payload |
-//!
-//! The payload of version 1 is, in this order, with `varint` = unsigned LEB128
-//! (at most 10 bytes, no overflow) and `zigzag` = the signed-to-unsigned map of
-//! protobuf (`0, -1, 1, -2, …`):
-//!
-//! 1. `window_start` — zigzag varint (epoch seconds UTC)
-//! 2. `window_end` — zigzag varint (0 between windows)
-//! 3. `requests`, 4. `sent`, 5. `filtered`, 6. `delay_secs` — varint each
-//! 7. `service` — one tag byte: `1` = `office365_exchange_message_service`,
-//!    `2` = `office365_exchange_message_graph_service`, `0` = a literal follows:
-//!    varint length (≤ [`MAX_TEXT_LEN`]) then UTF-8 bytes
-//! 8. `reset_auth` — varint `0` for none, else `len + 1` then `len` UTF-8 bytes
-//!    (≤ [`MAX_TEXT_LEN`])
-//! 9. `next_link` — varint `0` for none, else `len + 1` then `len` UTF-8 bytes
-//!    (≤ [`MAX_LINK_LEN`])
-//! 10. `edge_keys` — varint count (≤ [`MAX_EDGE_KEYS`]) then each key as u64
-//!     little-endian (8 bytes: keys are hashes, a varint would not shrink them)
-//!
-//! No bytes may follow the last field. A typical checkpoint between windows is
-//! about 30 bytes plus 8 per edge key (plus the link, when paged part-way).
-//!
-//! # Ranges
-//!
-//! The codec above reads any value its fields can hold ([`decode_log`]); a record
-//! read back from a file must also be *plausible* ([`validate`], applied by
-//! [`recover`], which `StateFile::open` and `peek` use): window instants within
-//! [`MIN_TIME`]..[`MAX_TIME`], `window_end` either 0 or after `window_start` by at
-//! most [`MAX_WINDOW_SPAN`], a next link only while a window is in progress,
-//! counters at most [`MAX_COUNTER`], delay at most [`MAX_DELAY_SECS`]. A CRC-valid
-//! record outside them (a forged or bit-rotted-then-re-CRCed file) is corrupt,
-//! handled exactly as a bad CRC: a `window_start` of `i64::MIN` would otherwise
-//! overflow the window arithmetic or make the tenant query the year −292 billion.
-//!
-//! # Recovery
-//!
-//! Records are read from offset 0. The first one that is cut short, has a bad
-//! magic, an oversized length, a CRC mismatch or a payload that does not decode
-//! ends the log: it and everything after it is the *torn tail*, reported with its
-//! byte offset, and `StateFile::open` truncates it (logging a warning). Appends
-//! are fsynced one by one, so only the last record can be torn by a crash; a
-//! damaged record earlier in the file (disk corruption) costs the later
-//! checkpoints and so at most repeats events, never skips them. A record whose
-//! CRC is right but whose version is unknown was written by a newer msgtrace:
-//! `open` refuses it rather than truncate it (downgrades must not lose state).
-//! A file whose FIRST record is invalid (other than cut short, which a crash
-//! during the very first append leaves) is not ours, or not any more: `open`
-//! refuses it and leaves it as it is, naming the file and the fix.
+//! The format and its codec are documented in `codec.rs`.
 //!
 //! # Opening files safely
 //!
@@ -104,10 +45,6 @@
 //! visible), fsynced, renamed over the file, and the directory is fsynced. The
 //! lock moves with the new file; a stale `.tmp` left by a crash is removed on open.
 //!
-//! # Version history
-//!
-//! - 1: first format. `tests/fixtures/state/001_v1.state` must keep loading.
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -115,6 +52,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+mod codec;
+pub use codec::*;
 
 /// Where an input/service stands. Times are epoch seconds UTC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,8 +65,9 @@ pub struct Cursor {
     pub window_end: i64,
     /// Next page of the window being pulled, when it was paged part-way.
     pub next_link: Option<String>,
-    /// Keys (see `record::record_key`) of records at the end edge of the last
-    /// completed window, filtered if the next window repeats them.
+    /// Version 1 only: keys (see `record::record_key`) of records at the end edge of
+    /// the last completed window. Never written (v2); the puller seeds them into the
+    /// delivery ledger and clears them.
     pub edge_keys: Vec<u64>,
     pub requests: u64,
     pub sent: u64,
@@ -137,12 +78,27 @@ pub struct Cursor {
     pub delay_secs: u64,
     /// The service that wrote it (`office365_exchange_message_service` / `_graph_service`).
     pub service: String,
+    /// The settle pass: start of its window being read, or of its next one when
+    /// `settle_end == 0`. Never ahead of `window_start`.
+    pub settle_start: i64,
+    /// End of the settle window being read; 0 when between settle windows.
+    pub settle_end: i64,
+    /// Next page of the settle window, when it was paged part-way.
+    pub settle_link: Option<String>,
+    /// Window length (seconds) sized by the record count of recent windows; 0: none yet.
+    pub window_len: u64,
+    /// Records the settle pass delivered that the first pass had not seen.
+    pub late_events: u64,
+    /// Records delivered again because their Status changed.
+    pub status_changes: u64,
 }
 
 /// First byte of every record.
 pub const MAGIC: u8 = 0xC7;
 /// Payload format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// The first format, still read (and migrated).
+pub const FORMAT_V1: u8 = 1;
 /// Bytes before the payload: magic, version, length, CRC.
 pub const HEADER_LEN: usize = 10;
 /// Largest payload accepted (1 MiB): room for every edge key and the longest link
@@ -178,424 +134,6 @@ pub const MAX_DELAY_SECS: u64 = 30 * 86_400;
 const SERVICE_RWS: &str = "office365_exchange_message_service";
 /// Service name encoded as tag 2.
 const SERVICE_GRAPH: &str = "office365_exchange_message_graph_service";
-
-// ---------------------------------------------------------------- CRC-32
-
-/// CRC-32/IEEE lookup table, built at compile time.
-const CRC_TABLE: [u32; 256] = crc_table();
-
-// Evaluated at compile time only, over the fixed range 0..256: it cannot overflow or
-// index out of bounds (a mistake would fail the build, not a run).
-#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-/// Continue a CRC-32 over `bytes` (start with `0`; the pre/post inversion is inside).
-pub fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
-    let mut c = !crc;
-    for &b in bytes {
-        // Index is masked to 0..=255: cannot go out of bounds.
-        let idx = ((c ^ u32::from(b)) & 0xFF) as usize;
-        c = CRC_TABLE.get(idx).copied().unwrap_or(0) ^ (c >> 8);
-    }
-    !c
-}
-
-/// CRC-32/IEEE of `bytes` (zlib's `crc32`).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    crc32_update(0, bytes)
-}
-
-// ---------------------------------------------------------------- codec
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ ((v & 1) as i64).wrapping_neg()
-}
-
-fn put_opt_text(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => put_varint(out, 0),
-        Some(s) => {
-            put_varint(out, (s.len() as u64).saturating_add(1));
-            out.extend_from_slice(s.as_bytes());
-        }
-    }
-}
-
-/// The payload (format version 1) of a cursor.
-fn encode_payload(c: &Cursor, out: &mut Vec<u8>) {
-    put_varint(out, zigzag(c.window_start));
-    put_varint(out, zigzag(c.window_end));
-    put_varint(out, c.requests);
-    put_varint(out, c.sent);
-    put_varint(out, c.filtered);
-    put_varint(out, c.delay_secs);
-    match c.service.as_str() {
-        SERVICE_RWS => out.push(1),
-        SERVICE_GRAPH => out.push(2),
-        other => {
-            out.push(0);
-            put_varint(out, other.len() as u64);
-            out.extend_from_slice(other.as_bytes());
-        }
-    }
-    put_opt_text(out, c.reset_auth.as_deref());
-    put_opt_text(out, c.next_link.as_deref());
-    put_varint(out, c.edge_keys.len() as u64);
-    for k in &c.edge_keys {
-        out.extend_from_slice(&k.to_le_bytes());
-    }
-}
-
-/// Why a cursor cannot be written: a field past its bound (`None` when it fits).
-/// `StateFile::checkpoint` refuses such a cursor, so every record on disk decodes.
-pub fn check_bounds(c: &Cursor) -> Option<String> {
-    if c.edge_keys.len() > MAX_EDGE_KEYS {
-        return Some(format!(
-            "{} edge keys, more than the {MAX_EDGE_KEYS} a state record holds",
-            c.edge_keys.len()
-        ));
-    }
-    if c.next_link.as_ref().is_some_and(|l| l.len() > MAX_LINK_LEN) {
-        return Some(format!("next link longer than {MAX_LINK_LEN} bytes"));
-    }
-    if c.service.len() > MAX_TEXT_LEN {
-        return Some(format!("service name longer than {MAX_TEXT_LEN} bytes"));
-    }
-    if c.reset_auth
-        .as_ref()
-        .is_some_and(|s| s.len() > MAX_TEXT_LEN)
-    {
-        return Some(format!(
-            "reset_persistence_auth longer than {MAX_TEXT_LEN} bytes"
-        ));
-    }
-    None
-}
-
-/// One framed record (header + payload) for `cursor`, ready to append.
-/// A cursor past the bounds (see [`check_bounds`]) encodes but will not decode.
-pub fn encode_record(cursor: &Cursor) -> Vec<u8> {
-    let keys = cursor.edge_keys.len().saturating_mul(8);
-    let mut out = Vec::with_capacity(keys.saturating_add(48));
-    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0]);
-    encode_payload(cursor, &mut out);
-    let len = out.len().saturating_sub(HEADER_LEN) as u32;
-    if let Some(b) = out.get_mut(2..6) {
-        b.copy_from_slice(&len.to_le_bytes());
-    }
-    let crc = crc32_update(
-        crc32(out.get(..6).unwrap_or_default()),
-        out.get(HEADER_LEN..).unwrap_or_default(),
-    );
-    if let Some(b) = out.get_mut(6..10) {
-        b.copy_from_slice(&crc.to_le_bytes());
-    }
-    out
-}
-
-/// Why the log ends where it ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TornReason {
-    /// Fewer than [`HEADER_LEN`] bytes left.
-    ShortHeader,
-    /// First byte is not [`MAGIC`].
-    BadMagic(u8),
-    /// Declared payload length above [`MAX_RECORD_LEN`].
-    TooLong(u32),
-    /// The payload is cut short by the end of the file.
-    ShortPayload { want: usize, have: usize },
-    /// The CRC does not match the bytes.
-    BadCrc,
-    /// CRC is right but the version is unknown: written by a newer msgtrace.
-    NewerVersion(u8),
-    /// CRC is right but the payload does not decode (a bug, or a forged file).
-    BadPayload(&'static str),
-    /// CRC is right and the payload decodes, but a value is out of range ([`validate`]).
-    OutOfRange(&'static str),
-}
-
-impl std::fmt::Display for TornReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TornReason::ShortHeader => f.write_str("record header cut short"),
-            TornReason::BadMagic(b) => write!(f, "bad magic byte 0x{b:02x}"),
-            TornReason::TooLong(n) => {
-                write!(f, "record length {n} above the {MAX_RECORD_LEN} limit")
-            }
-            TornReason::ShortPayload { want, have } => {
-                write!(f, "record cut short ({have} of {want} payload bytes)")
-            }
-            TornReason::BadCrc => f.write_str("crc mismatch"),
-            TornReason::NewerVersion(v) => write!(
-                f,
-                "format version {v} is newer than this msgtrace understands ({FORMAT_VERSION})"
-            ),
-            TornReason::BadPayload(what) => write!(f, "payload does not decode: {what}"),
-            TornReason::OutOfRange(what) => write!(f, "value out of range: {what}"),
-        }
-    }
-}
-
-/// Where and why the valid log ends before the end of the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    /// Byte offset of the first invalid record (== `Recovery::valid_len`).
-    pub offset: usize,
-    pub reason: TornReason,
-}
-
-/// The result of reading a state log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// The last valid record's cursor, if any record is valid.
-    pub cursor: Option<Cursor>,
-    /// Bytes from the start that hold valid records only.
-    pub valid_len: usize,
-    /// Set when bytes follow `valid_len`.
-    pub torn: Option<TornTail>,
-    /// Valid records read.
-    pub records: usize,
-    /// Length (header included) of the last valid record.
-    pub last_record_len: usize,
-}
-
-/// Reads a payload field by field; every read is bounds-checked.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let head = self.buf.get(..n)?;
-        self.buf = self.buf.get(n..)?;
-        Some(head)
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10u32 {
-            let b = self.byte()?;
-            let part = u64::from(b & 0x7F);
-            // The 10th byte may only carry the top bit of a u64.
-            if i == 9 && part > 1 {
-                return None;
-            }
-            v |= part << (7u32.saturating_mul(i));
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn text(&mut self, len: u64, max: usize) -> Option<String> {
-        let len = usize::try_from(len).ok().filter(|&l| l <= max)?;
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).ok().map(str::to_owned)
-    }
-
-    fn opt_text(&mut self, max: usize) -> Option<Option<String>> {
-        match self.varint()? {
-            0 => Some(None),
-            n => Some(Some(self.text(n.saturating_sub(1), max)?)),
-        }
-    }
-}
-
-fn decode_payload(payload: &[u8]) -> Result<Cursor, &'static str> {
-    let mut r = Reader { buf: payload };
-    let window_start = unzigzag(r.varint().ok_or("window start")?);
-    let window_end = unzigzag(r.varint().ok_or("window end")?);
-    let requests = r.varint().ok_or("requests")?;
-    let sent = r.varint().ok_or("sent")?;
-    let filtered = r.varint().ok_or("filtered")?;
-    let delay_secs = r.varint().ok_or("delay")?;
-    let service = match r.byte().ok_or("service")? {
-        1 => SERVICE_RWS.to_owned(),
-        2 => SERVICE_GRAPH.to_owned(),
-        0 => {
-            let len = r.varint().ok_or("service length")?;
-            r.text(len, MAX_TEXT_LEN).ok_or("service name")?
-        }
-        _ => return Err("unknown service tag"),
-    };
-    let reset_auth = r.opt_text(MAX_TEXT_LEN).ok_or("reset_persistence_auth")?;
-    let next_link = r.opt_text(MAX_LINK_LEN).ok_or("next link")?;
-    let count = r.varint().ok_or("edge key count")?;
-    let count = usize::try_from(count)
-        .ok()
-        .filter(|&n| n <= MAX_EDGE_KEYS)
-        .ok_or("too many edge keys")?;
-    let bytes = r
-        .take(count.checked_mul(8).ok_or("edge keys")?)
-        .ok_or("edge keys cut short")?;
-    let edge_keys = bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            u64::from_le_bytes(a)
-        })
-        .collect();
-    if !r.buf.is_empty() {
-        return Err("trailing bytes");
-    }
-    Ok(Cursor {
-        window_start,
-        window_end,
-        next_link,
-        edge_keys,
-        requests,
-        sent,
-        filtered,
-        reset_auth,
-        delay_secs,
-        service,
-    })
-}
-
-/// Read one record at the start of `bytes`: its cursor and length, or why not.
-fn decode_one(bytes: &[u8]) -> Result<(Cursor, usize), TornReason> {
-    let header = bytes.get(..HEADER_LEN).ok_or(TornReason::ShortHeader)?;
-    let word = |at: usize| -> u32 {
-        let mut a = [0u8; 4];
-        if let Some(s) = header.get(at..at.saturating_add(4)) {
-            a.copy_from_slice(s);
-        }
-        u32::from_le_bytes(a)
-    };
-    let magic = header.first().copied().unwrap_or(0);
-    if magic != MAGIC {
-        return Err(TornReason::BadMagic(magic));
-    }
-    let len32 = word(2);
-    let len = usize::try_from(len32)
-        .ok()
-        .filter(|&l| l <= MAX_RECORD_LEN)
-        .ok_or(TornReason::TooLong(len32))?;
-    let have = bytes.len().saturating_sub(HEADER_LEN);
-    let payload = bytes
-        .get(HEADER_LEN..HEADER_LEN.saturating_add(len))
-        .ok_or(TornReason::ShortPayload { want: len, have })?;
-    let crc = crc32_update(crc32(header.get(..6).unwrap_or_default()), payload);
-    if crc != word(6) {
-        return Err(TornReason::BadCrc);
-    }
-    let version = header.get(1).copied().unwrap_or(0);
-    if version != FORMAT_VERSION {
-        return Err(TornReason::NewerVersion(version));
-    }
-    let cursor = decode_payload(payload).map_err(TornReason::BadPayload)?;
-    Ok((cursor, HEADER_LEN.saturating_add(len)))
-}
-
-/// Why a decoded cursor cannot be a real checkpoint (see the module's "Ranges"), or
-/// `Ok` when every value is plausible.
-pub fn validate(c: &Cursor) -> Result<(), &'static str> {
-    if !(MIN_TIME..=MAX_TIME).contains(&c.window_start) {
-        return Err("window start outside 1970-01-01 .. 2200-01-01");
-    }
-    if c.window_end != 0 {
-        if !(MIN_TIME..=MAX_TIME).contains(&c.window_end) {
-            return Err("window end outside 1970-01-01 .. 2200-01-01");
-        }
-        if c.window_end <= c.window_start {
-            return Err("window end not after window start");
-        }
-        if c.window_end.saturating_sub(c.window_start) > MAX_WINDOW_SPAN {
-            return Err("window longer than 31 days");
-        }
-    }
-    match &c.next_link {
-        Some(_) if c.window_end == 0 => return Err("next link outside a window"),
-        Some(l) if l.is_empty() => return Err("empty next link"),
-        Some(l) if l.chars().any(char::is_control) => {
-            return Err("control character in the next link")
-        }
-        _ => {}
-    }
-    if c.requests > MAX_COUNTER || c.sent > MAX_COUNTER || c.filtered > MAX_COUNTER {
-        return Err("counter above 2^53");
-    }
-    if c.delay_secs > MAX_DELAY_SECS {
-        return Err("delay above 30 days");
-    }
-    Ok(())
-}
-
-/// Read a whole state log: the last valid record wins; the first invalid one
-/// ends the log and is reported as the torn tail. Never panics. This is the codec
-/// alone: values are not range-checked (see [`recover`]).
-pub fn decode_log(bytes: &[u8]) -> Recovery {
-    read_log(bytes, false)
-}
-
-/// [`decode_log`] plus [`validate`] on every record: a record out of range ends the
-/// log like a bad CRC. What `StateFile::open` and `peek` use.
-pub fn recover(bytes: &[u8]) -> Recovery {
-    read_log(bytes, true)
-}
-
-fn read_log(bytes: &[u8], check_ranges: bool) -> Recovery {
-    let mut rec = Recovery::default();
-    let mut at = 0usize;
-    while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
-        let one = decode_one(rest).and_then(|(cursor, len)| {
-            if check_ranges {
-                validate(&cursor).map_err(TornReason::OutOfRange)?;
-            }
-            Ok((cursor, len))
-        });
-        match one {
-            Ok((cursor, len)) => {
-                rec.cursor = Some(cursor);
-                rec.records = rec.records.saturating_add(1);
-                rec.last_record_len = len;
-                at = at.saturating_add(len);
-                rec.valid_len = at;
-            }
-            Err(reason) => {
-                rec.torn = Some(TornTail { offset: at, reason });
-                break;
-            }
-        }
-    }
-    rec
-}
 
 // ---------------------------------------------------------------- file IO
 
@@ -971,7 +509,8 @@ impl StateFile {
 
     /// Test hook: a `StateFile` writing to an already open `file` (e.g. `/dev/full`),
     /// without lock or recovery, to prove write failures surface as `Error::State`.
-    pub fn open_at(path: &Path, file: File) -> StateFile {
+    #[cfg(test)]
+    fn open_at(path: &Path, file: File) -> StateFile {
         StateFile {
             path: path.to_path_buf(),
             warnings: Vec::new(),
@@ -1012,44 +551,52 @@ pub fn peek(path: &Path) -> Result<Option<(Cursor, u64)>> {
     Ok(recover(&bytes).cursor.map(|c| (c, size)))
 }
 
-/// A cursor in plain words for `state show`, one fact per line.
-pub fn describe(c: &Cursor, now: i64) -> String {
-    use crate::time::{human_duration, rfc3339};
-    let mut s = String::new();
-    s.push_str(&format!("service: {}\n", c.service));
-    if c.window_end != 0 {
-        let paged = if c.next_link.is_some() {
+/// One pass's window in words: being read (paged part-way or not), or the next one.
+fn describe_window(start: i64, end: i64, link: bool) -> String {
+    use crate::time::rfc3339;
+    if end != 0 {
+        let paged = if link {
             ", paged part-way (resumes at the saved next page)"
         } else {
             ""
         };
-        s.push_str(&format!(
-            "window: {} .. {} being pulled{paged}\n",
-            rfc3339(c.window_start),
-            rfc3339(c.window_end)
-        ));
+        format!("{} .. {} being pulled{paged}", rfc3339(start), rfc3339(end))
     } else {
-        s.push_str(&format!(
-            "window: next one starts at {}\n",
-            rfc3339(c.window_start)
-        ));
+        format!("next one starts at {}", rfc3339(start))
     }
-    let target = now.saturating_sub(i64::try_from(c.delay_secs).unwrap_or(i64::MAX));
-    let behind = target.saturating_sub(c.window_start);
+}
+
+/// A cursor in plain words for `state show`, one fact per line: both passes' cursors.
+pub fn describe(c: &Cursor, now: i64) -> String {
+    use crate::time::human_duration;
+    let mut s = String::new();
+    s.push_str(&format!("service: {}\n", c.service));
     s.push_str(&format!(
-        "lag: {} behind now; {} behind the target (now - {} delay)\n",
+        "window: {}\n",
+        describe_window(c.window_start, c.window_end, c.next_link.is_some())
+    ));
+    s.push_str(&format!(
+        "settle pass: {}\n",
+        describe_window(c.settle_start, c.settle_end, c.settle_link.is_some())
+    ));
+    let target = now.saturating_sub(i64::try_from(c.delay_secs).unwrap_or(i64::MAX));
+    let behind = target.saturating_sub(c.settle_start);
+    s.push_str(&format!(
+        "lag: {} behind now; settle pass {} behind the target (now - {} delay)\n",
         human_duration(now.saturating_sub(c.window_start)),
         human_duration(behind),
         human_duration(i64::try_from(c.delay_secs).unwrap_or(i64::MAX))
     ));
     s.push_str(&format!(
-        "counters: {} request(s) made, {} event(s) sent, {} event(s) filtered\n",
-        c.requests, c.sent, c.filtered
+        "counters: {} request(s) made, {} event(s) sent, {} event(s) filtered, {} late event(s), {} status change(s)\n",
+        c.requests, c.sent, c.filtered, c.late_events, c.status_changes
     ));
-    s.push_str(&format!(
-        "edge keys: {} remembered from the last window's end\n",
-        c.edge_keys.len()
-    ));
+    if c.window_len != 0 {
+        s.push_str(&format!(
+            "window length: {} (sized by record count)\n",
+            human_duration(i64::try_from(c.window_len).unwrap_or(i64::MAX))
+        ));
+    }
     s.push_str(&format!(
         "reset_persistence_auth: {}\n",
         c.reset_auth.as_deref().unwrap_or("(none)")
@@ -1095,6 +642,8 @@ pub fn take_over(
     cursor.service = to_service.to_owned();
     cursor.next_link = None;
     cursor.window_end = 0;
+    cursor.settle_link = None;
+    cursor.settle_end = 0;
     {
         let (mut t, _) = StateFile::open(&target)?;
         t.checkpoint(&cursor)?;
@@ -1111,6 +660,24 @@ pub fn take_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_failure_is_a_fatal_state_error_dev_full() {
+        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
+            // Every Linux has /dev/full; elsewhere there is nothing to prove here.
+            return;
+        };
+        let mut sf = StateFile::open_at(Path::new("/dev/full"), full);
+        let c = Cursor {
+            window_start: 1_795_000_000,
+            delay_secs: 1,
+            ..Cursor::default()
+        };
+        let err = sf.checkpoint(&c).unwrap_err();
+        assert!(matches!(err, Error::State(_)), "{err:?}");
+        assert_eq!(err.exit_code(), 3);
+        assert!(err.to_string().contains("cannot write checkpoint"), "{err}");
+    }
 
     /// Deterministic PRNG (splitmix64) for generated cursors.
     pub struct Rng(u64);
@@ -1152,7 +719,7 @@ mod tests {
             window_start: if r.below(10) == 0 { pick(r, ws) } else { ws },
             window_end: if r.below(2) == 0 { 0 } else { ws + 900 },
             next_link: (r.below(2) == 0).then(|| r.text(300)),
-            edge_keys: (0..r.below(40)).map(|_| r.next()).collect(),
+            edge_keys: Vec::new(),
             requests: r.next() >> r.below(64),
             sent: r.next() >> r.below(64),
             filtered: r.next() >> r.below(64),
@@ -1163,6 +730,12 @@ mod tests {
                 1 => SERVICE_GRAPH.to_owned(),
                 _ => r.text(40),
             },
+            settle_start: ws - r.below(90_000) as i64,
+            settle_end: if r.below(2) == 0 { 0 } else { ws + 60 },
+            settle_link: (r.below(2) == 0).then(|| r.text(300)),
+            window_len: r.below(900_000),
+            late_events: r.next() >> r.below(64),
+            status_changes: r.next() >> r.below(64),
         }
     }
 
@@ -1309,28 +882,31 @@ mod tests {
             window_start: 1_790_000_000,
             window_end: 0,
             next_link: None,
-            edge_keys: vec![1, 2, 3],
+            edge_keys: vec![],
             requests: 12_345,
             sent: 1_234_567,
             filtered: 42,
             reset_auth: Some("2026-01-01".into()),
             delay_secs: 90_000,
             service: SERVICE_GRAPH.into(),
+            settle_start: 1_789_910_000,
+            settle_end: 0,
+            settle_link: None,
+            window_len: 86_400,
+            late_events: 1234,
+            status_changes: 567,
         };
         let n = encode_record(&c).len();
-        // header 10 + ~36 fields + 24 keys
+        // header 10 + ~36 first-pass fields + ~16 settle fields and counters
         assert!(n <= 10 + 40 + 24, "{n}");
-        let bare = Cursor {
-            edge_keys: vec![],
-            ..c.clone()
-        };
+        let bare = c.clone();
         let paged = Cursor {
             window_end: c.window_start + 900,
             next_link: Some("x".repeat(150)),
             ..bare.clone()
         };
         eprintln!(
-            "state: bytes per checkpoint: {} between windows, {n} with 3 edge keys, {} paged with a 150-byte link",
+            "state: bytes per checkpoint: {} between windows ({n} with counters), {} paged with a 150-byte link",
             encode_record(&bare).len(),
             encode_record(&paged).len()
         );
@@ -1492,19 +1068,27 @@ mod tests {
 
     #[test]
     fn bounds_are_enforced() {
+        // Version 1 bounded its edge keys; a v1 record past the bound does not decode.
         let c = Cursor {
             edge_keys: vec![0; MAX_EDGE_KEYS + 1],
             ..Cursor::default()
         };
-        assert!(check_bounds(&c).is_some());
-        let rec = decode_log(&encode_record(&c));
+        let rec = decode_log(&encode_record_v1(&c));
         assert!(matches!(
             rec.torn.unwrap().reason,
             TornReason::BadPayload(_)
         ));
+        // Version 2 writes no edge keys at all: 100,002 of them cannot stop a checkpoint.
+        assert!(check_bounds(&c).is_none());
+        assert!(encode_record(&c).len() < 64);
+        let long = Cursor {
+            settle_link: Some("x".repeat(MAX_LINK_LEN + 1)),
+            ..Cursor::default()
+        };
+        assert!(check_bounds(&long).is_some());
         let ok = Cursor {
-            edge_keys: vec![7; MAX_EDGE_KEYS],
             next_link: Some("x".repeat(MAX_LINK_LEN)),
+            settle_link: Some("y".repeat(MAX_LINK_LEN)),
             service: "s".repeat(MAX_TEXT_LEN),
             reset_auth: Some("r".repeat(MAX_TEXT_LEN)),
             ..Cursor::default()
@@ -1523,6 +1107,7 @@ mod tests {
             delay_secs: 3600,
             service: SERVICE_RWS.into(),
             sent: 5,
+            settle_start: 1_000_000,
             ..Cursor::default()
         };
         let d = describe(&c, 1_000_000 + 2 * 86_400);
@@ -1533,7 +1118,11 @@ mod tests {
             "{d}"
         );
         assert!(
-            d.contains("lag: 2d 0h behind now; 1d 23h behind the target"),
+            d.contains("settle pass: next one starts at 1970-01-12T13:46:40Z"),
+            "{d}"
+        );
+        assert!(
+            d.contains("lag: 2d 0h behind now; settle pass 1d 23h behind the target"),
             "{d}"
         );
         assert!(d.contains("5 event(s) sent"), "{d}");
