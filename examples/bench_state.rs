@@ -1,9 +1,12 @@
 //! `bench_state`: the state file's cost, for `make bench`. In a temp directory under
 //! `DIR` it writes checkpoints through `msgtrace::state::StateFile` as the puller does
 //! (between windows: a few edge keys; mid-window: a `$skiptoken` next link) until
-//! several compactions happened, and times an explicit `compact`. Prints one line:
+//! several compactions happened, and times an explicit `compact`. Then it appends
+//! pages of delivery-ledger entries (`msgtrace::ledger::Ledger`) as confirmed pages do
+//! and measures the ledger's bytes on disk per record. Prints two lines:
 //! `state between_bytes B1 midwindow_bytes B2 checkpoints N secs_per_checkpoint S
-//! compactions C compact_secs T file_bytes F`.
+//! compactions C compact_secs T file_bytes F` and
+//! `ledger records R pages P bytes_per_record X secs_per_page S`.
 //!
 //! ```text
 //! bench_state DIR [--checkpoints N]
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
     let dir =
         std::path::Path::new(&dir).join(format!("msgtrace-bench-state-{}", std::process::id()));
     let path = state_path(&dir, "bench", "office365_exchange_message_service");
-    let res = bench(&path, n);
+    let res = bench(&path, n).and_then(|state| Ok(format!("{state}\n{}", ledger(&dir)?)));
     let _ = std::fs::remove_dir_all(&dir);
     match res {
         Ok(line) => {
@@ -110,5 +113,45 @@ fn bench(path: &std::path::Path, n: u64) -> msgtrace::Result<String> {
     Ok(format!(
         "state between_bytes {between} midwindow_bytes {mid} checkpoints {n} secs_per_checkpoint {per:.6} compactions {compactions} compact_secs {compact:.6} file_bytes {}",
         sf.len()
+    ))
+}
+
+/// Pages of `PAGE` records (Graph's largest page), received over one day, with
+/// realistic keys and statuses, appended and fsynced one page at a time.
+fn ledger(dir: &std::path::Path) -> msgtrace::Result<String> {
+    use msgtrace::ledger::{ledger_path, status_code, Entry, Ledger};
+    const PAGE: u64 = 5000;
+    const PAGES: u64 = 40;
+    let mut l = Ledger::open(&ledger_path(dir, "bench"))?;
+    let statuses = [
+        "Delivered",
+        "FilteredAsSpam",
+        "Failed",
+        "Pending",
+        "Quarantined",
+    ];
+    let t = Instant::now();
+    let mut page = Vec::with_capacity(PAGE as usize);
+    for p in 0..PAGES {
+        page.clear();
+        for i in 0..PAGE {
+            let n = p * PAGE + i;
+            page.push(Entry {
+                // Newest first within a page, about 17 records a second over a day.
+                received: 1_764_000_000 + ((PAGES * PAGE - n) * 86_400 / (PAGES * PAGE)) as i64,
+                key: msgtrace::record::record_key(
+                    &format!("{n:032x}"),
+                    &format!("user{}@contoso.com", n % 5),
+                ),
+                status: status_code(statuses[(n % 5) as usize]),
+            });
+        }
+        l.append(&page)?;
+    }
+    let per_page = t.elapsed().as_secs_f64() / PAGES as f64;
+    let records = PAGES * PAGE;
+    Ok(format!(
+        "ledger records {records} pages {PAGES} bytes_per_record {:.2} secs_per_page {per_page:.6}",
+        l.len() as f64 / records as f64
     ))
 }

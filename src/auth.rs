@@ -120,9 +120,24 @@ impl TokenClient {
             .map_err(http::transport)?;
         let status = resp.status().as_u16();
         let retry_after = http::retry_after(&resp);
-        let body = http::read_error_body(resp);
+        if let Some(to) = http::redirect_target(&resp) {
+            return Err(Error::Setup {
+                code: 101,
+                message: format!("the token endpoint answered {status}, a {to}"),
+                fix: "check tenant_id and override_base_auth_url",
+            });
+        }
+        let (body, over) = http::read_bounded(resp);
         let text = String::from_utf8_lossy(&body);
         match status {
+            200 if over => Err(Error::Setup {
+                code: 102,
+                message: format!(
+                    "the token endpoint answered 200 with a body over the {} KiB limit of a token answer",
+                    http::MAX_ERROR_BODY / 1024
+                ),
+                fix: "the endpoint may not be Microsoft's: check override_base_auth_url",
+            }),
             200 => parse_token_answer(&text),
             401 => Err(Error::Setup {
                 code: 100,

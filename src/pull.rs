@@ -17,11 +17,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::TokenClient;
+use crate::clock::ClockGuard;
 use crate::config::ServiceConfig;
 use crate::config::{Config, InputConfig};
 use crate::error::{Error, Result};
 use crate::ledger::{status_code, Entry, Ledger, Seen, WindowSet};
 use crate::output::delivery::Delivery;
+use crate::paging::{LinkVerdict, Paging};
 use crate::source::api::Query;
 use crate::source::PageCtx;
 use crate::state::{Cursor, StateFile};
@@ -111,6 +113,7 @@ pub struct Tenant {
     pub input: InputConfig,
     pub comp: String,
     setup_comp: String,
+    state_dir: std::path::PathBuf,
     agent: ureq::Agent,
     tokens: TokenClient,
     state: StateFile,
@@ -128,6 +131,12 @@ pub struct Tenant {
     details: Option<crate::details::Details>,
     /// `run --once`: both targets, fixed when the run started (SPEC §1).
     once_targets: (i64, i64),
+    /// Next-link policy and page cap of the window being paged (SPEC §3).
+    paging: Paging,
+    /// The target never runs ahead of monotonic time (SPEC §3).
+    clock: ClockGuard,
+    /// Entries written to dead letters since start.
+    rejected_entries: u64,
 }
 
 /// The bounds of a window, as the key of its loaded dedup set.
@@ -329,6 +338,7 @@ impl Tenant {
             input: input.clone(),
             comp,
             setup_comp,
+            state_dir: cfg.globals.state_dir.clone(),
             agent,
             tokens,
             state,
@@ -340,6 +350,9 @@ impl Tenant {
             pacer,
             once,
             once_targets,
+            paging: Paging::default(),
+            clock: ClockGuard::default(),
+            rejected_entries: 0,
         })
     }
 
@@ -388,15 +401,17 @@ impl Tenant {
         let api = svc.api;
         if self.phase.is_idle() {
             debug!(self.comp, "pull started");
+            self.paging.new_pull();
         }
         // A pull fixes its targets when it begins (`--once`: when the run began): it
         // ends when both passes reach them, and the next starts a period later.
         let (ft, st) = if self.once {
             self.once_targets
         } else {
-            targets(&svc, now)
+            targets(&svc, self.guarded_now(now))
         };
         self.advance(|p| p.begin(Pull::new(time::now_millis(), Instant::now(), ft, st)));
+        self.clamp_running(now)?;
         let (ft, st) = self
             .phase
             .pull()
@@ -428,6 +443,7 @@ impl Tenant {
         };
         let (pass, ws, we) = (win.pass, win.start, win.end);
         let next_link = win.next_link.clone();
+        self.paging.window(ws, we);
         if let Some(p) = &mut self.pacer {
             let wait = p.wait(Instant::now());
             if !wait.is_zero() {
@@ -488,6 +504,7 @@ impl Tenant {
             },
             None => None,
         };
+        let used_link = next_link.clone();
         let url = next_link.unwrap_or(query);
         if let Some(p) = &mut self.pacer {
             p.record(Instant::now());
@@ -540,7 +557,17 @@ impl Tenant {
                 );
                 Ok(Next::After(Duration::ZERO))
             }
-            Err(e) => Ok(self.fail(e)),
+            Err(e) => {
+                if let Some(link) = used_link.as_deref() {
+                    let attempt = self.phase.window().map_or(0, |w| w.attempt);
+                    let gave_up = !e.is_transient() || attempt >= svc.retries;
+                    match self.paging.link_failed(link, e.status(), gave_up) {
+                        LinkVerdict::Keep => {}
+                        verdict => return self.link_verdict(verdict, &e.to_string()),
+                    }
+                }
+                Ok(self.fail(e))
+            }
         }
     }
 
@@ -558,6 +585,130 @@ impl Tenant {
             once: self.once,
         };
         d.step(ctx, outputs)
+    }
+
+    /// SPEC §3: a cursor or window in progress that aged past the API's limit while
+    /// running is clamped at once, and the span that can no longer be pulled logged.
+    /// Each pass's cursor is clamped on its own; a window in progress that aged is
+    /// dropped and its pass starts again at the clamped instant.
+    fn clamp_running(&mut self, now: i64) -> Result<()> {
+        let api = self.input.service.api;
+        let margin = self.input.margin_secs;
+        let in_progress = self.phase.window().map(|w| (w.pass, w.start));
+        let mut moved = false;
+        for pass in [Pass::First, Pass::Settle] {
+            let start = match in_progress {
+                Some((p, s)) if p == pass => s,
+                _ => match pass {
+                    Pass::First => self.cursor.window_start,
+                    Pass::Settle => self.cursor.settle_start,
+                },
+            };
+            let Some((clamped, lost)) = crate::paging::aged_start(api, start, now, margin) else {
+                continue;
+            };
+            warning!(
+                self.comp,
+                "the {} cursor {} aged past the API's limit while running: moved to {}, records of {} ({} to {}) cannot be pulled any more",
+                pass.name(),
+                time::rfc3339(start),
+                time::rfc3339(clamped),
+                time::human_duration(lost),
+                time::rfc3339(start),
+                time::rfc3339(clamped)
+            );
+            if in_progress.is_some_and(|(p, _)| p == pass) {
+                // The window in progress is dropped; its pass starts at `clamped`.
+                self.advance(|p| p.page_done(None));
+                self.paging.done();
+                self.set = None;
+            }
+            match pass {
+                Pass::First => self.cursor.window_start = self.cursor.window_start.max(clamped),
+                Pass::Settle => self.cursor.settle_start = self.cursor.settle_start.max(clamped),
+            }
+            moved = true;
+        }
+        if !moved {
+            return Ok(());
+        }
+        self.phase.store(&mut self.cursor);
+        self.checkpoint()
+    }
+
+    /// `now` as far as the pull targets may see it: a wall-clock jump forward is held to
+    /// monotonic time since the last pull (SPEC §3), and logged once.
+    fn guarded_now(&mut self, now: i64) -> i64 {
+        let target = window::target(now, self.input.service.delay_secs);
+        let (guarded, jump) = self.clock.target(target, Instant::now());
+        if let Some(ahead) = jump {
+            warning!(
+                self.comp,
+                "the wall clock jumped forward ({} ahead of monotonic time): the pull target follows monotonic time, so no window is read before its records exist",
+                time::human_duration(ahead)
+            );
+        }
+        now.saturating_sub(target.saturating_sub(guarded))
+    }
+
+    /// Act on the next-link policy: read the window again from its start, or fail it
+    /// for this period (SPEC §3). `cause` is what happened to the link. The ledger
+    /// filters what the window already delivered.
+    fn link_verdict(&mut self, verdict: LinkVerdict, cause: &str) -> Result<Next> {
+        match verdict {
+            LinkVerdict::Keep => Ok(Next::After(Duration::ZERO)),
+            LinkVerdict::Restart(why) => {
+                let (ws, we) = self.phase.window().map_or((0, 0), |w| (w.start, w.end));
+                warning!(
+                    self.comp,
+                    "{why} ({}): the link is dropped and window {} - {} is read again from its start",
+                    crate::log::sanitize_remote(cause),
+                    time::rfc3339(ws),
+                    time::rfc3339(we)
+                );
+                if let Some(w) = self.phase.window_mut() {
+                    w.next_link = None;
+                    w.attempt = 0;
+                }
+                self.phase.store(&mut self.cursor);
+                self.checkpoint()?;
+                Ok(Next::After(Duration::ZERO))
+            }
+            LinkVerdict::Fail(why) => {
+                if let Some(w) = self.phase.window_mut() {
+                    w.next_link = None;
+                }
+                self.phase.store(&mut self.cursor);
+                self.checkpoint()?;
+                let e = Error::Malformed(why);
+                error!(self.comp, "{e}; the window will be retried next period");
+                Ok(self.finish_pull(Some(e)))
+            }
+        }
+    }
+
+    /// Checkpoint the cursor. What a tenant's data put in it (too many migrated edge
+    /// keys, an overlong next link) is bounded first, so only this host's disk can
+    /// fail it (exit 3).
+    fn checkpoint(&mut self) -> Result<()> {
+        if let Some(dropped) = crate::paging::bound_edge_keys(&mut self.cursor.edge_keys) {
+            warning!(
+                self.comp,
+                "{dropped} records at the end second of the window are not remembered for the next window (at most {} are): they may be sent twice",
+                crate::state::MAX_EDGE_KEYS
+            );
+        }
+        let too_long = |l: &Option<String>| {
+            l.as_ref()
+                .is_some_and(|l| l.len() > crate::paging::MAX_LINK_LEN)
+        };
+        if too_long(&self.cursor.next_link) {
+            self.cursor.next_link = None;
+        }
+        if too_long(&self.cursor.settle_link) {
+            self.cursor.settle_link = None;
+        }
+        self.state.checkpoint(&self.cursor)
     }
 
     /// Stream the page through the ledger's dedup set and the encoder into the
@@ -594,7 +745,13 @@ impl Tenant {
         let mut empty = WindowSet::default();
         let set = self.set.as_mut().map_or(&mut empty, |(_, s)| s);
         let mut details = self.details.as_mut();
+        let max_records = crate::source::max_page_records(api);
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
+            if records >= max_records {
+                return Err(Error::Malformed(format!(
+                    "the page holds more than {max_records} records (10 times the API's page maximum)"
+                )));
+            }
             records = records.saturating_add(1);
             if let Some(r) = rec.received() {
                 oldest = Some(oldest.map_or(r, |o| o.min(r)));
@@ -634,7 +791,15 @@ impl Tenant {
             }
             Ok(())
         };
-        let body = resp.into_body().into_reader();
+        let timeout = Duration::try_from_secs_f64(self.input.service.timeout_secs)
+            .unwrap_or(Duration::from_secs(60));
+        let body = http::PageBody::new(
+            resp.into_body().into_reader(),
+            http::page_deadline(timeout),
+            http::page_max_bytes(),
+        );
+        let (body, captured) =
+            crate::deadletter::Capture::new(body, self.paging.dead_letter_armed(url));
         let scanned = api.scan_page(body, &ctx, &mut on_record);
         // Deliver what was scanned, even before a cut: the retry filters it, so nothing
         // already sent goes out twice and nothing is skipped.
@@ -693,16 +858,27 @@ impl Tenant {
             Ok(end) => end,
             Err(e) => {
                 self.phase.store(&mut self.cursor);
-                self.state.checkpoint(&self.cursor)?;
+                if matches!(e.root(), Error::Malformed(_)) {
+                    if let Some(raw) = captured {
+                        let raw = raw.take();
+                        return self.dead_letter(url, &e, &raw, records);
+                    }
+                    let attempt = self.phase.window().map_or(0, |w| w.attempt);
+                    self.paging
+                        .page_unparsable(url, attempt >= self.input.service.retries);
+                }
+                self.checkpoint()?;
                 return Ok(self.fail(e.context(format!("page {}", crate::log::scrub_url(url)))));
             }
         };
+        self.paging.page_parsed(url);
         // SPEC §10: the token goes only where the page came from; no request is sent.
+        // SPEC §3: such a link is dropped and the window read again from its start.
         let foreign = end.next_link.as_deref();
         if let Some(why) = foreign.and_then(|l| crate::source::link::refusal(url, l)) {
-            self.state.checkpoint(&self.cursor)?;
-            let e = Error::Malformed(why).context(format!("page {}", crate::log::scrub_url(url)));
-            return Ok(self.fail(e));
+            let verdict = self.paging.refuse(why);
+            let cause = format!("page {}", crate::log::scrub_url(url));
+            return self.link_verdict(verdict, &cause);
         }
         debug!(
             self.comp,
@@ -717,7 +893,17 @@ impl Tenant {
             .phase
             .window()
             .map_or((0, None), |w| (w.records, w.oldest));
+        if let Some(next) = end.next_link.as_deref() {
+            match self.paging.next_link(url, next) {
+                LinkVerdict::Keep => {}
+                verdict => {
+                    let cause = format!("page {}", crate::log::scrub_url(url));
+                    return self.link_verdict(verdict, &cause);
+                }
+            }
+        }
         if end.next_link.is_none() {
+            self.paging.done();
             self.window_done(pass, ws, we);
             self.advance(|p| p.page_done(None));
         } else if let Some(short_end) = oversized(held, oldest, ws, we) {
@@ -742,7 +928,7 @@ impl Tenant {
             self.advance(|p| p.page_done(end.next_link));
         }
         self.phase.store(&mut self.cursor);
-        self.state.checkpoint(&self.cursor)?;
+        self.checkpoint()?;
         if self.cursor.settle_start > settle_before {
             // Below the settle cursor no pass reads again: the ledger lets go of it.
             let bound = self.cursor.settle_start.saturating_sub(window::EDGE_SECS);
@@ -755,6 +941,64 @@ impl Tenant {
                 );
             }
         }
+        crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
+        Ok(Next::After(Duration::ZERO))
+    }
+
+    /// The page at `url` failed to parse in `MAX_PARSE_FAILURE_PERIODS` periods in a
+    /// row (SPEC §3): what parsed (`parsed` records) was delivered; its raw bytes go to
+    /// a dead letter, the window is closed after it and the tenant goes on. When the
+    /// dead letter cannot be written nothing is skipped: the window fails as before.
+    fn dead_letter(
+        &mut self,
+        url: &str,
+        e: &Error,
+        raw: &crate::deadletter::Captured,
+        parsed: u64,
+    ) -> Result<Next> {
+        let api = self.input.service.api;
+        let (pass, ws, we) = self
+            .phase
+            .window()
+            .map_or((Pass::First, 0, 0), |w| (w.pass, w.start, w.end));
+        let page = crate::log::scrub_url(url);
+        let written = crate::deadletter::write(
+            &self.state_dir,
+            &self.input.id,
+            time::now(),
+            url,
+            &e.to_string(),
+            raw,
+        );
+        let path = match written {
+            Ok(p) => p,
+            Err(w) => {
+                self.checkpoint()?;
+                return Ok(self.fail(
+                    Error::Malformed(format!("{e}; the dead letter could not be written: {w}"))
+                        .context(format!("page {page}")),
+                ));
+            }
+        };
+        let rejected = crate::deadletter::count_entries(api, &raw.bytes)
+            .saturating_sub(parsed)
+            .max(1);
+        self.rejected_entries = self.rejected_entries.saturating_add(rejected);
+        warning!(
+            self.comp,
+            "page {page} failed to parse in {} periods in a row ({e}): the {parsed} record(s) that parsed were delivered, the raw page is in the dead letter {} ({rejected} rejected entries, rejected_entries {}); window {} - {} ({}) ends after this page",
+            crate::deadletter::MAX_PARSE_FAILURE_PERIODS,
+            path.display(),
+            self.rejected_entries,
+            time::rfc3339(ws),
+            time::rfc3339(we),
+            pass.name()
+        );
+        self.paging.done();
+        self.window_done(pass, ws, we);
+        self.advance(|p| p.page_done(None));
+        self.phase.store(&mut self.cursor);
+        self.checkpoint()?;
         crate::metrics::input(&self.input.id).cursor(self.cursor.window_start);
         Ok(Next::After(Duration::ZERO))
     }

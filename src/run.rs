@@ -109,6 +109,46 @@ pub fn memory_mib() -> Option<(f64, f64)> {
     Some((rss * page / 1_048_576.0, vms * page / 1_048_576.0))
 }
 
+/// Descriptors each tenant keeps open (state file, delivery ledger), plus those of the
+/// process itself (outputs, HTTP connections, the metrics listener, stdio).
+const FDS_PER_TENANT: u64 = 2;
+const FDS_BASE: u64 = 64;
+
+/// Raise the soft limit on open files towards the hard limit when the tenants need
+/// more than the soft limit allows (1,000 tenants keep 2,000 files open; the usual
+/// soft limit is 1,024). std has no API for this, so libc's getrlimit/setrlimit are
+/// used. A limit that cannot be raised is logged: the tenants that do not fit fail to
+/// open their state, each with its own message, and the others run.
+fn raise_fd_limit(tenants: usize) {
+    let need = u64::try_from(tenants)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(FDS_PER_TENANT)
+        .saturating_add(FDS_BASE);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= need {
+        return;
+    }
+    let want = need.min(lim.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit through a valid pointer.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    if !ok || want < need {
+        warning!(
+            "MainProcess::MainThread",
+            "{tenants} input(s) need about {need} open files, the limit is {} (hard {}): raise it (ulimit -n, LimitNOFILE= in systemd)",
+            if ok { want } else { lim.rlim_cur },
+            lim.rlim_max
+        );
+    }
+}
+
 /// Run until stopped (or, with `once`, until every tenant is up to date or failed).
 /// Returns the exit code.
 pub fn run(cfg: &Config, once: bool) -> Result<u8> {
@@ -121,6 +161,7 @@ pub fn run(cfg: &Config, once: bool) -> Result<u8> {
             cfg.path.display()
         )]));
     }
+    raise_fd_limit(enabled.len());
     let mut sinks = Vec::new();
     for o in &cfg.outputs {
         sinks.push(crate::output::open(o)?);

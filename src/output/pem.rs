@@ -61,9 +61,83 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     })
 }
 
+/// The X.509 version (1, 2 or 3) of a DER certificate, read from the start of its
+/// `TBSCertificate` (RFC 5280 §4.1: `version [0] EXPLICIT` is absent in v1); `None`
+/// when the bytes are not a certificate's.
+pub fn x509_version(der: &[u8]) -> Option<u8> {
+    /// The content of the DER element at the start of `b` (tag `tag`), and the rest.
+    fn element(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        if *b.first()? != tag {
+            return None;
+        }
+        let first = *b.get(1)?;
+        let (len, head) = if first < 0x80 {
+            (usize::from(first), 2usize)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = len
+                    .checked_mul(256)?
+                    .checked_add(usize::from(*b.get(2usize.checked_add(i)?)?))?;
+            }
+            (len, 2usize.checked_add(n)?)
+        };
+        let end = head.checked_add(len)?;
+        Some((b.get(head..end)?, b.get(end..)?))
+    }
+    let (cert, _) = element(der, 0x30)?;
+    let (tbs, _) = element(cert, 0x30)?;
+    match tbs.first()? {
+        0x02 => Some(1),
+        0xA0 => {
+            let (explicit, _) = element(tbs, 0xA0)?;
+            let (v, _) = element(explicit, 0x02)?;
+            match v {
+                [n] if *n < 3 => Some(n.saturating_add(1)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The words for a certificate that is not X.509 v3 (rustls/webpki accept only v3).
+pub fn not_v3(what: &str, path: &Path, der: &[u8]) -> Option<String> {
+    match x509_version(der)? {
+        3 => None,
+        v => Some(format!(
+            "{what} {}: X.509 v{v} certificate: rustls needs v3 — reissue it with extensions",
+            path.display()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x509_versions_are_read() {
+        // SEQUENCE { SEQUENCE (tbs) { INTEGER serial … } } — v1 has no [0] version.
+        let v1 = [0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(x509_version(&v1), Some(1));
+        let v3 = [
+            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x01,
+        ];
+        assert_eq!(x509_version(&v3), Some(3));
+        assert_eq!(x509_version(b"garbage"), None);
+        assert_eq!(x509_version(&[0x30, 0x82, 0xff]), None);
+        let s = not_v3("cert", Path::new("c.pem"), &v1).unwrap_or_default();
+        assert!(
+            s.contains("X.509 v1 certificate: rustls needs v3 — reissue it with extensions"),
+            "{s}"
+        );
+        assert_eq!(not_v3("cert", Path::new("c.pem"), &v3), None);
+    }
 
     #[test]
     fn missing_and_garbage_files_say_which() {

@@ -647,7 +647,8 @@ impl Peer {
                     ))
                 }
                 other => Error::Tls(format!(
-                    "{label}: the receiver's certificate is not acceptable: {other:?}"
+                    "{label}: the receiver's certificate {}",
+                    cert_problem(other)
                 )),
             },
             rustls::Error::AlertReceived(alert) => {
@@ -763,15 +764,19 @@ fn tls_setup(cfg: &TlsOutput) -> Result<TlsSetup> {
         (Some(cert), Some(key)) => {
             let certs = pem::load_certs(cert, "cert")?;
             let key_der = pem::load_key(key)?;
+            let old_version = certs
+                .first()
+                .and_then(|c| pem::not_v3("cert", cert, c.as_ref()));
             builder
                 .with_client_auth_cert(certs, key_der)
-                .map_err(|e| match e {
-                    rustls::Error::InconsistentKeys(_) => Error::Tls(format!(
+                .map_err(|e| match (e, old_version) {
+                    (_, Some(words)) => Error::Tls(words),
+                    (rustls::Error::InconsistentKeys(_), None) => Error::Tls(format!(
                         "key {} does not match certificate {} — check `cert` and `key`",
                         key.display(),
                         cert.display()
                     )),
-                    other => Error::Tls(format!(
+                    (other, None) => Error::Tls(format!(
                         "key {}: not a usable RSA or ECDSA private key: {other} — check `key`",
                         key.display()
                     )),
@@ -846,10 +851,60 @@ impl Link {
     }
 }
 
+/// A certificate error rustls only names by a Rust identifier, in words.
+fn cert_problem(e: &CertificateError) -> String {
+    let name = format!("{e:?}");
+    let known: [(&str, &str); 7] = [
+        (
+            "CaUsedAsEndEntity",
+            "is a CA certificate (a self-signed CA, CA:TRUE) used as the server's own: issue the receiver a server certificate (CA:FALSE, with its name) from that CA and put the CA in `chain`",
+        ),
+        (
+            "EndEntityUsedAsCa",
+            "is signed by a certificate that is not a CA (CA:FALSE): the chain is wrong",
+        ),
+        (
+            "UnsupportedCertVersion",
+            "is not X.509 v3: rustls needs v3 — reissue it with extensions",
+        ),
+        (
+            "InvalidPurpose",
+            "is not for TLS servers (extended key usage without serverAuth)",
+        ),
+        (
+            "UnhandledCriticalExtension",
+            "has a critical extension rustls does not know",
+        ),
+        (
+            "UnsupportedCriticalExtension",
+            "has a critical extension rustls does not know",
+        ),
+        (
+            "Revoked",
+            "is revoked",
+        ),
+    ];
+    known.iter().find(|(k, _)| name.contains(k)).map_or_else(
+        || format!("is not acceptable ({name}) — check the receiver's certificate and `chain`"),
+        |(_, w)| (*w).to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn certificate_errors_named_by_rust_identifiers_get_words() {
+        let e = CertificateError::BadEncoding;
+        assert!(cert_problem(&e).starts_with("is not acceptable (BadEncoding)"));
+        let e = CertificateError::InvalidPurpose;
+        assert_eq!(
+            cert_problem(&e),
+            "is not for TLS servers (extended key usage without serverAuth)"
+        );
+    }
 
     #[test]
     fn replay_keeps_the_newest_whole_chunks_within_its_bound() {

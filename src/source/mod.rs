@@ -37,6 +37,36 @@ pub const MAX_BUFFER: usize = 1024 * 1024;
 /// levels deep; Graph elements are flat). Bounds recursion and the tag stack.
 pub const MAX_DEPTH: usize = 32;
 
+/// Most entries Microsoft puts on one Reporting Web Service page (SPEC §2).
+pub const RWS_PAGE_MAX: u64 = 2000;
+/// A page may hold this many times the API's page maximum (`RWS_PAGE_MAX`, Graph's
+/// largest `$top`); beyond it the page is malformed (SPEC §3): memory and the
+/// per-window lists stay bounded whatever one tenant's server sends.
+pub const PAGE_RECORDS_FACTOR: u64 = 10;
+
+/// The record cap of one page of `api`.
+pub fn max_page_records(api: Api) -> u64 {
+    let page = match api {
+        Api::Reporting => RWS_PAGE_MAX,
+        Api::Graph => u64::from(api::GRAPH_TOP),
+    };
+    page.saturating_mul(PAGE_RECORDS_FACTOR)
+}
+
+/// Start of the message of a unit over `MAX_BUFFER` (see `outside_entries`).
+pub(crate) const TOO_LARGE: &str = "one entry is larger than";
+
+/// A `Chunked::fill` error met while no entry was open: what did not fit was markup
+/// between the entries (a comment, a processing instruction), not an entry.
+pub(crate) fn outside_entries(e: Error) -> Error {
+    match e {
+        Error::Malformed(m) if m.starts_with(TOO_LARGE) => Error::Malformed(format!(
+            "markup outside the entries (a comment or processing instruction) is larger than {MAX_BUFFER} bytes"
+        )),
+        other => other,
+    }
+}
+
 /// What the scanner needs to know about the request that produced the body.
 #[derive(Debug, Clone, Copy)]
 pub struct PageCtx<'a> {
@@ -122,9 +152,7 @@ impl<R: Read> Chunked<R> {
             }
             if self.end >= self.buf.len() {
                 if self.buf.len() >= MAX_BUFFER {
-                    return Err(Error::Malformed(format!(
-                        "one entry is larger than {MAX_BUFFER} bytes"
-                    )));
+                    return Err(Error::Malformed(format!("{TOO_LARGE} {MAX_BUFFER} bytes")));
                 }
                 let grown = self.buf.len().saturating_mul(2).min(MAX_BUFFER);
                 self.buf.resize(grown, 0);
@@ -144,7 +172,7 @@ impl<R: Read> Chunked<R> {
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Transport(format!("reading the response body: {e}"))),
+                Err(e) => return Err(crate::http::body_error(e)),
             }
         }
     }
@@ -558,6 +586,28 @@ mod tests {
         let w: Vec<(Cow<'static, str>, Value<'static>)> = recycle(v);
         assert!(w.is_empty());
         assert_eq!(w.capacity(), cap);
+    }
+
+    #[test]
+    fn a_huge_comment_between_entries_is_not_called_an_entry() {
+        let mut body = b"<feed xmlns=\"http://www.w3.org/2005/Atom\"><!--".to_vec();
+        body.extend(std::iter::repeat_n(b'x', MAX_BUFFER + 10));
+        body.extend_from_slice(b"--></feed>");
+        let ctx = PageCtx {
+            request_url: "https://h.example/x",
+            window_start: 0,
+            window_end: 1,
+        };
+        let e = Api::Reporting.scan_page(&body[..], &ctx, &mut |_| Ok(()));
+        let text = format!("{e:?}");
+        assert!(text.contains("markup outside the entries"), "{text}");
+        assert!(!text.contains(TOO_LARGE), "{text}");
+    }
+
+    #[test]
+    fn the_record_cap_is_ten_pages() {
+        assert_eq!(max_page_records(Api::Reporting), 20_000);
+        assert_eq!(max_page_records(Api::Graph), 50_000);
     }
 
     #[test]

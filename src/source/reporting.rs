@@ -80,7 +80,15 @@ pub fn scan_page<R: Read>(
                 if let Some(u) = unit.as_mut() {
                     u.start = 0;
                 }
-                if !input.fill()? {
+                let in_unit = unit.is_some();
+                let more = input.fill().map_err(|e| {
+                    if in_unit {
+                        e
+                    } else {
+                        super::outside_entries(e)
+                    }
+                })?;
+                if !more {
                     if root == Root::Closed && at_end {
                         break;
                     }

@@ -121,6 +121,8 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Write only this many body bytes, then drop the connection (no close_notify).
     pub cut_at: Option<usize>,
+    /// Write the body in a hostile way (`BodyFault`).
+    pub hostile: super::BodyFault,
 }
 
 impl Response {
@@ -130,6 +132,7 @@ impl Response {
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into(),
             cut_at: None,
+            hostile: super::BodyFault::None,
         }
     }
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
@@ -209,6 +212,10 @@ fn serve_conn(shared: &Arc<Shared>, tcp: TcpStream, config: Arc<ServerConfig>) {
         // Every third response on a connection is chunked, the rest carry a length.
         let chunked = served % 3 == 2;
         served += 1;
+        if resp.hostile != super::BodyFault::None {
+            let _ = write_hostile(shared, &mut tls, &resp);
+            break;
+        }
         match write_response(&mut tls, &resp, chunked) {
             Ok(true) if !close_requested => {}
             Ok(_) => {
@@ -322,6 +329,55 @@ fn read_request(
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Write a hostile body (`BodyFault`), bounded by `MAX_FAULT_BODY_SECS` and the stop
+/// flag; the connection is not reused.
+fn write_hostile(shared: &Shared, tls: &mut Tls13Stream, resp: &Response) -> io::Result<()> {
+    let until = Instant::now() + Duration::from_secs(super::MAX_FAULT_BODY_SECS);
+    let live = || Instant::now() < until && !shared.stop.load(Ordering::SeqCst);
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    for (n, v) in &resp.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    match resp.hostile {
+        super::BodyFault::Endless => {
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            tls.write_all(head.as_bytes())?;
+            // The feed's head, then comments for ever: no entry, no end.
+            let head_len = find(&resp.body, b"<entry>").unwrap_or(resp.body.len().min(600));
+            let start = resp.body.get(..head_len).unwrap_or(&resp.body);
+            tls.write_all(format!("{:x}\r\n", start.len()).as_bytes())?;
+            tls.write_all(start)?;
+            tls.write_all(b"\r\n")?;
+            let junk = format!("<!-- {} -->\r\n", "x".repeat(CHUNK - 16));
+            while live() {
+                tls.write_all(format!("{:x}\r\n", junk.len()).as_bytes())?;
+                tls.write_all(junk.as_bytes())?;
+                tls.write_all(b"\r\n")?;
+            }
+        }
+        super::BodyFault::Slowloris { ms } => {
+            head.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
+            tls.write_all(head.as_bytes())?;
+            tls.flush()?;
+            for b in &resp.body {
+                if !live() {
+                    break;
+                }
+                tls.write_all(&[*b])?;
+                tls.flush()?;
+                let step = Instant::now() + Duration::from_millis(ms);
+                while Instant::now() < step && live() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        super::BodyFault::None => {}
+    }
+    tls.flush()?;
+    let _ = tls.sock.shutdown(Shutdown::Both);
+    Ok(())
 }
 
 /// Write a response; `Ok(false)` when the connection must not be reused.

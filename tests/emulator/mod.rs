@@ -147,7 +147,38 @@ pub struct TenantSpec {
     /// Every data request of this tenant is answered this many milliseconds late (a
     /// slow tenant; the wait ends early when the emulator stops).
     pub slow_ms: u64,
+    /// RWS: every next link names the second page (`$skiptoken=page_size`), so the
+    /// second page links to itself — a next-link loop.
+    pub repeat_next: bool,
+    /// RWS: the first request with a `$skiptoken` answers this status (an expired
+    /// skiptoken); later ones are served.
+    pub next_fail_once: Option<u16>,
+    /// RWS data answers of this tenant are an endless or a slowloris body.
+    pub body: BodyFault,
+    /// RWS: pages after the first hold a broken entry after their first two entries.
+    pub malformed_next_pages: bool,
+    /// RWS: next links carry a `pad` parameter of this many bytes (a 900 KB link).
+    pub next_pad: usize,
+    /// RWS entries per page for this tenant (`EmuOptions::page_size` when `None`).
+    pub page_size: Option<usize>,
+    /// RWS: a comment of this many bytes between the feed's head and its first entry.
+    pub comment_bytes: usize,
 }
+
+/// A hostile response body (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFault {
+    #[default]
+    None,
+    /// A feed that never ends (chunked, junk comments after the head), as fast as the
+    /// client reads; bounded by `MAX_FAULT_BODY_SECS`.
+    Endless,
+    /// The page one byte at a time, every `ms` milliseconds.
+    Slowloris { ms: u64 },
+}
+
+/// A hostile body is written for at most this long (tests stay bounded).
+pub const MAX_FAULT_BODY_SECS: u64 = 60;
 
 impl TenantSpec {
     /// A tenant with client id `client-<id>`, secret `secret-<id>` and both roles.
@@ -160,6 +191,13 @@ impl TenantSpec {
             service_principal_missing: false,
             unavailable: false,
             slow_ms: 0,
+            repeat_next: false,
+            next_fail_once: None,
+            body: BodyFault::None,
+            malformed_next_pages: false,
+            next_pad: 0,
+            page_size: None,
+            comment_bytes: 0,
         }
     }
     pub fn with_secret(mut self, secret: &str) -> TenantSpec {
@@ -195,6 +233,10 @@ pub struct Faults {
     /// emulator's own: RWS through `xml:base` with a relative `next`, Graph with an
     /// absolute `@odata.nextLink`.
     pub foreign_origin: Option<String>,
+    /// Token requests answer 200 with a JSON body of this many bytes (over any limit).
+    pub token_body_bytes: Option<usize>,
+    /// Data requests answer 302 with this `Location`.
+    pub redirect_to: Option<String>,
 }
 
 impl Default for Faults {
@@ -210,6 +252,8 @@ impl Default for Faults {
             echo_token_form: false,
             echo_auth_header: false,
             foreign_origin: None,
+            token_body_bytes: None,
+            redirect_to: None,
         }
     }
 }
@@ -388,6 +432,8 @@ pub(crate) struct State {
     details_served: Vec<(String, String, String)>,
     /// (tenant, api, filter) → visibility instant of the query's first page.
     snapshots: HashMap<(usize, &'static str, String), i64>,
+    /// Tenants whose `next_fail_once` was already answered.
+    next_failed: std::collections::HashSet<usize>,
 }
 
 pub(crate) struct Shared {

@@ -105,6 +105,15 @@ fn token(sh: &Shared, req: &Request, tenant: &str, v2: bool) -> Response {
         );
     }
     let faults = sh.faults();
+    if let Some(n) = faults.token_body_bytes {
+        let mut body = String::with_capacity(n + 64);
+        body.push_str("{\"token_type\":\"Bearer\",\"expires_in\":3599,\"pad\":\"");
+        while body.len() < n {
+            body.push('x');
+        }
+        body.push_str("\",\"access_token\":\"never-read\"}");
+        return json(200, body);
+    }
     if faults.rate_token_503 > 0.0 {
         let key = format!(
             "token {} {}",
@@ -448,6 +457,12 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         );
     }
     let faults = sh.faults();
+    if let Some(to) = &faults.redirect_to {
+        return (
+            tenant,
+            Response::new(302, "text/html", "<h1>Object moved</h1>\n").with_header("Location", to),
+        );
+    }
     if faults.echo_auth_header {
         let mut text = String::from("\u{1b}[2Jrequest refused, you sent:\r\n");
         for (k, v) in &req.headers {
@@ -499,6 +514,18 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             Err(_) => return (tenant, odata_error(400, "", "Invalid $skiptoken.")),
         },
     };
+    let spec = sh.opts.tenants.get(ti).cloned();
+    if let Some(code) = spec.as_ref().and_then(|t| t.next_fail_once) {
+        if skip > 0 && sh.lock().next_failed.insert(ti) {
+            return (
+                tenant,
+                odata_error(code, "", "Invalid $skiptoken: the token has expired."),
+            );
+        }
+    }
+    let repeat_next = spec.as_ref().is_some_and(|t| t.repeat_next);
+    let broken_entry = skip > 0 && spec.as_ref().is_some_and(|t| t.malformed_next_pages);
+    let hostile = spec.as_ref().map_or(super::BodyFault::None, |t| t.body);
     let fault = if storm(sh, ti) {
         Fault::Unavailable
     } else {
@@ -535,7 +562,11 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         .filter(|r| (r.secs, r.nanos) >= start && (r.secs, r.nanos) < end)
         .copied()
         .collect();
-    let page_size = sh.opts.page_size.max(1);
+    let page_size = spec
+        .as_ref()
+        .and_then(|t| t.page_size)
+        .unwrap_or(sh.opts.page_size)
+        .max(1);
     let page: &[Rec] = recs.get(skip..).unwrap_or(&[]);
     let page = page.get(..page_size.min(page.len())).unwrap_or(&[]);
     let more = skip + page.len() < recs.len();
@@ -556,6 +587,12 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
         x,
         "<?xml version=\"1.0\" encoding=\"utf-8\" standalone=\"yes\"?>\r\n<feed xml:base=\"{base}\" xmlns=\"http://www.w3.org/2005/Atom\" xmlns:d=\"{ns}://schemas.microsoft.com/ado/2007/08/dataservices\" xmlns:m=\"{ns}://schemas.microsoft.com/ado/2007/08/dataservices/metadata\">\r\n  <id>{base}MessageTrace</id>\r\n  <title type=\"text\">MessageTrace</title>\r\n  <updated>{updated}</updated>\r\n  <link rel=\"self\" title=\"MessageTrace\" href=\"MessageTrace\" />\r\n"
     );
+    let comment = spec.as_ref().map_or(0, |t| t.comment_bytes);
+    if comment > 0 {
+        x.push_str("  <!-- ");
+        x.push_str(&"c".repeat(comment));
+        x.push_str(" -->\r\n");
+    }
     let mut served = Vec::with_capacity(page.len());
     for (i, r) in page.iter().enumerate() {
         let idx = skip + i;
@@ -601,13 +638,26 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
             f.from_ip, f.size, f.trace_id
         );
         served.push((f.trace_id, f.recipient));
+        if broken_entry && i == 1 {
+            x.push_str("  <entry>\r\n    <content type=\"application/xml\">\r\n      <m:properties>\r\n        <d:Subject>broken</d:Wrong>\r\n      </m:properties>\r\n    </content>\r\n  </entry>\r\n");
+        }
     }
     if more {
-        let next = skip + page.len();
+        let next = if repeat_next {
+            page_size
+        } else {
+            skip + page.len()
+        };
         let page_no = skip / page_size + 1;
+        let pad = spec.as_ref().map_or(0, |t| t.next_pad);
         let rel = format!(
-            "MessageTrace?$filter={}&amp;$skiptoken={next}",
-            pct_encode(filter)
+            "MessageTrace?$filter={}&amp;$skiptoken={next}{}",
+            pct_encode(filter),
+            if pad > 0 {
+                format!("&amp;pad={}", "x".repeat(pad))
+            } else {
+                String::new()
+            }
         );
         // Odd next pages get an absolute link, even ones a link relative to xml:base.
         let href = if page_no % 2 == 1 && foreign.is_none() {
@@ -620,6 +670,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
     x.push_str("</feed>");
     let mut resp = Response::new(200, "application/atom+xml;type=feed;charset=utf-8", x)
         .with_header("DataServiceVersion", "2.0;");
+    resp.hostile = hostile;
     if fault == Fault::Cut {
         resp.cut_at = Some(cut_point(&resp.body, b"<entry>"));
     } else {

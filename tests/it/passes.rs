@@ -69,15 +69,22 @@ fn restart_mid_window_delivers_nothing_twice() {
     cfg.window = 6 * 3600;
     let w = setup("passes-restart", &emu, &cfg);
     let mut restarts = 0;
+    let delivered = || {
+        std::fs::read_to_string(w.file("events.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     for i in 0..3 {
-        let mut p = w.spawn_log(RUN, &[], &format!("run{i}.log"));
+        let base = delivered();
+        let log = format!("run{i}.log");
+        let mut p = w.spawn_log(RUN, &[], &log);
+        // SIGTERM only once the process handles it (its workers started): a signal
+        // during start-up would end it by the default action, not a clean stop.
+        w.wait_log(&log, "worker thread(s)", Duration::from_secs(30));
         let t = Instant::now();
-        // Stop after a few pages, part-way into a window.
+        // Stop after a few pages of this run, part-way into a window.
         while t.elapsed() < Duration::from_secs(20) {
-            let n = std::fs::read_to_string(w.file("events.jsonl"))
-                .map(|t| t.lines().count())
-                .unwrap_or(0);
-            if n >= 250 * (restarts + 1) {
+            if delivered() >= base + 250 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));

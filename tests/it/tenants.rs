@@ -914,3 +914,38 @@ fn move_back_from_graph_to_rws_repeats_nothing() {
     eprintln!("[tenants] move back to RWS: {keys} records, {dups} delivered twice");
     assert_eq!(dups, 0);
 }
+
+/// 60 tenants keep 120 files open (state and ledger each): with a soft limit of 100 open
+/// files the collector raises it towards the hard limit at start instead of failing the
+/// tenants that do not fit.
+#[test]
+fn a_low_open_files_limit_is_raised_for_many_tenants() {
+    let n = 60;
+    let tenants = many_tenants(n);
+    let specs: Vec<TenantSpec> = tenants.iter().map(|t| TenantSpec::new(&t.1)).collect();
+    let emu = Emulator::start(small_data(specs));
+    let mut cfg = Cfg::new(&emu.base_url());
+    cfg.tenants = tenants;
+    cfg.cutoff_days = 1;
+    let w = setup("fd-limit", &emu, &cfg.yaml());
+    let bin = crate::harness::bin();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 100 && exec '{}' run --once -c config/config.yaml",
+            bin.display()
+        ))
+        .current_dir(w.file("."))
+        .env_remove("CONFIG_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        log.matches("Remote data is up to date!").count(),
+        n,
+        "{log}"
+    );
+    assert!(!log.contains("Too many open files"), "{log}");
+}

@@ -590,6 +590,8 @@ pub struct RawOptions {
     pub no_read: bool,
     /// Speak TLS 1.2 only (older relays).
     pub tls12_only: bool,
+    /// Serve the CA certificate itself (`ca.pem`/`ca.key`) as the server's certificate.
+    pub serve_ca: bool,
 }
 
 impl Default for RawOptions {
@@ -601,6 +603,7 @@ impl Default for RawOptions {
             drop_after: None,
             no_read: false,
             tls12_only: false,
+            serve_ca: false,
         }
     }
 }
@@ -615,7 +618,9 @@ pub struct RawReceiver {
 
 pub fn server_config(pki: &Pki, o: &RawOptions) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let base = if o.wrong_host_cert {
+    let base = if o.serve_ca {
+        "ca"
+    } else if o.wrong_host_cert {
         "other-host"
     } else {
         "server"
