@@ -216,6 +216,7 @@ fn main() -> ExitCode {
             cert: Some(pki.join("client.crt")),
             key: Some(pki.join("client.key")),
             tag: String::new(),
+            detail_tag: String::new(),
         };
         let (name, kind) = if relp {
             ("relp", OutputKind::Relp(t))

@@ -237,6 +237,9 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                         }
                     }
                 }
+                if let Some(line) = crate::details::queue_line(&cfg.globals.state_dir, i)? {
+                    println!("  {line}");
+                }
             }
             Ok(0)
         }

@@ -78,6 +78,11 @@ pub fn offline_steps_in(cfg_path: &Path, base: &Path) -> (Option<Config>, Vec<St
                 cfg.outputs.len(),
                 cfg.inputs.len()
             )));
+            for i in cfg.inputs.iter().filter(|i| i.enabled) {
+                if let Some(line) = crate::details::describe(i) {
+                    steps.push(Step::pass(line));
+                }
+            }
             cfg
         }
         Err(Error::Config(lines)) => {

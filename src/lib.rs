@@ -31,6 +31,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod deadletter;
+pub mod detail_queue;
+pub mod details;
 pub mod error;
 pub mod event;
 pub mod http;

@@ -117,6 +117,10 @@ pub struct InputMetrics {
     cursor: AtomicI64,
     /// Graph requests left in the current 5-minute span; -1 for the Reporting Web Service.
     budget: AtomicI64,
+    /// Trace details: rows queued, rows dropped (queue full), detail events sent.
+    details_pending: AtomicU64,
+    details_dropped: AtomicU64,
+    detail_events: AtomicU64,
     requests: [CodeSlot; REQUEST_SLOTS],
     /// Per `Call`: requests whose code found no free slot.
     overflow: [AtomicU64; 3],
@@ -134,6 +138,9 @@ impl InputMetrics {
             failing: AtomicU32::new(0),
             cursor: AtomicI64::new(i64::MIN),
             budget: AtomicI64::new(-1),
+            details_pending: AtomicU64::new(0),
+            details_dropped: AtomicU64::new(0),
+            detail_events: AtomicU64::new(0),
             requests: [const { CodeSlot::new() }; REQUEST_SLOTS],
             overflow: [const { AtomicU64::new(0) }; 3],
         }
@@ -204,6 +211,22 @@ impl InputMetrics {
     pub fn failed_to_start(&self) {
         self.failing
             .fetch_max(READY_MAX_FAILED_PERIODS, Ordering::Relaxed);
+    }
+
+    /// Rows awaiting trace details.
+    pub fn details_pending(&self, n: usize) {
+        self.details_pending
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Rows dropped from a full detail queue.
+    pub fn details_dropped(&self, n: u64) {
+        self.details_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Detail events confirmed by every output.
+    pub fn details_sent(&self, n: u64) {
+        self.detail_events.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Graph requests this input may still make in the current 5-minute span.
@@ -486,6 +509,36 @@ impl Registry {
                     &[("input", &i.name)],
                     b,
                 );
+            }
+        }
+        for (name, kind, help, pick) in [
+            (
+                "msgtrace_details_pending",
+                "gauge",
+                "Rows awaiting trace details (durable queue).",
+                0,
+            ),
+            (
+                "msgtrace_details_dropped_total",
+                "counter",
+                "Rows dropped without details because the detail queue was full.",
+                1,
+            ),
+            (
+                "msgtrace_detail_events_total",
+                "counter",
+                "Trace detail events confirmed by every output.",
+                2,
+            ),
+        ] {
+            family(out, name, kind, help);
+            for i in self.inputs.iter().filter(|i| i.graph) {
+                let v = match pick {
+                    0 => &i.details_pending,
+                    1 => &i.details_dropped,
+                    _ => &i.detail_events,
+                };
+                sample(out, name, &[("input", &i.name)], load(v));
             }
         }
         family(

@@ -33,6 +33,8 @@ pub enum Kind {
     Url { default: &'static str },
     /// The path of an existing regular file holding `what`; absent means unset.
     File { what: &'static str },
+    /// A comma-separated list of words (`what` names them); absent means empty.
+    List { what: &'static str },
 }
 
 /// The `InitVariablesError` codes (SPEC §2) a key reports, if it has any.
@@ -84,7 +86,7 @@ impl Key {
         match self.kind {
             Kind::Int { .. } => "int",
             Kind::Float { .. } => "float",
-            Kind::Date => "str",
+            Kind::Date | Kind::List { .. } => "str",
             Kind::Url { .. } => "URL",
             Kind::File { .. } => "path",
         }
@@ -98,6 +100,7 @@ impl Key {
             Kind::Date => "YYYY-MM-DD".into(),
             Kind::Url { .. } => "https".into(),
             Kind::File { .. } => "–".into(),
+            Kind::List { what } => format!("comma-separated {what}"),
         }
     }
 
@@ -108,6 +111,7 @@ impl Key {
             Kind::Float { default, .. } => default.to_string(),
             Kind::Url { default } => default.to_string(),
             Kind::Date | Kind::File { .. } => "–".into(),
+            Kind::List { .. } => "– (off)".into(),
         }
     }
 
@@ -249,7 +253,31 @@ service_keys! {
         codes: NO_CODE,
         doc: "this collector's share of the tenant's 100 requests per 5 minutes",
     };
+    TRACE_DETAILS_STATUSES = Key {
+        name: "trace_details_statuses",
+        kind: Kind::List { what: "statuses" },
+        api: Some(Api::Graph),
+        codes: NO_CODE,
+        doc: "rows with these statuses (case-insensitive, e.g. `Failed,Quarantined,FilteredAsSpam`) get per-recipient trace details, one request each",
+    };
+    MAX_DETAIL_REQUESTS_PER_5_MINUTES = Key {
+        name: "max_detail_requests_per_5_minutes",
+        kind: Kind::Int { min: 1, max: 90, default: 20 },
+        api: Some(Api::Graph),
+        codes: NO_CODE,
+        doc: "the detail calls' share of max_requests_per_5_minutes, at most that minus 10 (list calls always keep a share)",
+    };
+    MAX_PENDING_DETAILS = Key {
+        name: "max_pending_details",
+        kind: Kind::Int { min: 100, max: 1_000_000, default: 10_000 },
+        api: Some(Api::Graph),
+        codes: NO_CODE,
+        doc: "bound of the durable queue of rows awaiting details; beyond it the oldest are dropped and counted (`details_dropped`)",
+    };
 }
+
+/// Detail requests always leave list calls this many of the 5-minute budget.
+pub const LIST_RESERVE: i64 = 10;
 
 /// The Graph request budget when none is configured (the pacer's fallback), from its row.
 pub const DEFAULT_MAX_REQUESTS_PER_5_MINUTES: u32 = match MAX_REQUESTS_PER_5_MINUTES.int_default() {

@@ -101,6 +101,8 @@ pub struct TlsOutput {
     pub key: Option<PathBuf>,
     /// [`DEFAULT_TAG`] unless configured (syslog `tag`).
     pub tag: String,
+    /// Tag of trace detail events; empty: `crate::output::DEFAULT_DETAIL_TAG`.
+    pub detail_tag: String,
 }
 
 /// The syslog tag (APP-NAME) when an output does not set `tag`: defined once, by the outputs.
@@ -151,6 +153,12 @@ pub struct ServiceConfig {
     pub ca_file: Option<PathBuf>,
     /// Graph requests allowed per 5 minutes; default [`super::keys::DEFAULT_MAX_REQUESTS_PER_5_MINUTES`].
     pub max_requests_per_5_minutes: u32,
+    /// Statuses (lower-cased) whose rows get trace details; empty: details are off.
+    pub trace_details_statuses: Vec<String>,
+    /// The detail calls' share of `max_requests_per_5_minutes`.
+    pub max_detail_requests_per_5_minutes: u32,
+    /// Bound of the durable detail queue.
+    pub max_pending_details: u32,
 }
 
 #[cfg(test)]

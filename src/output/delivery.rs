@@ -65,6 +65,7 @@ struct Batch {
     epoch: u64,
     lines: Arc<[u8]>,
     count: u64,
+    stream: super::Stream,
 }
 
 /// The state of one output shared between its writer and the workers. Held only for
@@ -278,6 +279,7 @@ impl Lane {
                         // Its page is lost already (older connection): pulled again.
                         continue;
                     }
+                    sink.set_stream(b.stream);
                     let r = sink.write_events(&b.lines, b.count);
                     let g = sink.generation();
                     let mut st = lock(&self.state);
@@ -382,8 +384,13 @@ impl Delivery {
         Ok(())
     }
 
-    /// Start delivering one page.
+    /// Start delivering one page of message trace rows.
     pub fn page(&self) -> Page<'_> {
+        self.page_of(super::Stream::Trace)
+    }
+
+    /// Start delivering one page of `stream`'s events (their own tag).
+    pub fn page_of(&self, stream: super::Stream) -> Page<'_> {
         let marks = self
             .lanes
             .iter()
@@ -399,6 +406,7 @@ impl Delivery {
         Page {
             delivery: self,
             marks,
+            stream,
         }
     }
 
@@ -463,6 +471,7 @@ struct Mark {
 pub struct Page<'a> {
     delivery: &'a Delivery,
     marks: Vec<Mark>,
+    stream: super::Stream,
 }
 
 impl Page<'_> {
@@ -500,6 +509,7 @@ impl Page<'_> {
                 epoch: mark.epoch,
                 lines: Arc::clone(&shared),
                 count,
+                stream: self.stream,
             });
             mark.last = Some(seq);
             lane.cv.notify_all();

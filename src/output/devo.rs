@@ -8,18 +8,16 @@
 
 use super::framed::{FramedSink, Framing};
 use super::tls::Link;
-use super::{Timeouts, DEFAULT_TAG};
+use super::{Timeouts, DEFAULT_DETAIL_TAG, DEFAULT_TAG};
 use crate::config::TlsOutput;
 use crate::error::Result;
 
-/// Devo's line format with the configured tag.
-pub struct Devo {
-    tag: String,
-}
+/// Devo's line format (the tags live in the sink).
+pub struct Devo;
 
 impl Framing for Devo {
-    fn prefix(&self, now: i64, host: &str) -> Vec<u8> {
-        prefix(now, host, &self.tag)
+    fn prefix(&self, now: i64, host: &str, tag: &str) -> Vec<u8> {
+        prefix(now, host, tag)
     }
     fn frame(&self, prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
         frame(prefix, json_lines, out);
@@ -35,10 +33,16 @@ impl FramedSink<Devo> {
         } else {
             cfg.tag.clone()
         };
+        let detail_tag = if cfg.detail_tag.is_empty() {
+            DEFAULT_DETAIL_TAG.to_owned()
+        } else {
+            cfg.detail_tag.clone()
+        };
         Ok(FramedSink::new(
             name,
             Link::new(name, cfg, timeouts)?,
-            Devo { tag },
+            Devo,
+            (tag, detail_tag),
         ))
     }
 }

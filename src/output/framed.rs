@@ -11,8 +11,8 @@ use crate::error::Result;
 
 /// How one protocol frames a JSON line.
 pub trait Framing: Send {
-    /// The bytes before each event, for the second `now`.
-    fn prefix(&self, now: i64, host: &str) -> Vec<u8>;
+    /// The bytes before each event tagged `tag`, for the second `now`.
+    fn prefix(&self, now: i64, host: &str, tag: &str) -> Vec<u8>;
     /// Append one framed message per JSON line of `json_lines` to `out`.
     fn frame(&self, prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>);
 }
@@ -22,6 +22,9 @@ pub struct FramedSink<F: Framing> {
     pub(crate) name: String,
     pub(crate) link: Link,
     pub(crate) framing: F,
+    /// Tags of trace rows and of detail events.
+    tags: (String, String),
+    stream: super::Stream,
     /// The prefix for `prefix_secs`; rebuilt when the second changes.
     prefix: Vec<u8>,
     prefix_secs: i64,
@@ -29,11 +32,13 @@ pub struct FramedSink<F: Framing> {
 }
 
 impl<F: Framing> FramedSink<F> {
-    pub(crate) fn new(name: &str, link: Link, framing: F) -> Self {
+    pub(crate) fn new(name: &str, link: Link, framing: F, tags: (String, String)) -> Self {
         FramedSink {
             name: name.to_owned(),
             link,
             framing,
+            tags,
+            stream: super::Stream::Trace,
             prefix: Vec::new(),
             prefix_secs: i64::MIN,
             sent_total: 0,
@@ -54,7 +59,11 @@ impl<F: Framing> Sink for FramedSink<F> {
         self.link.require_connected()?;
         let now = crate::time::now();
         if now != self.prefix_secs {
-            self.prefix = self.framing.prefix(now, host_name());
+            let tag = match self.stream {
+                super::Stream::Trace => &self.tags.0,
+                super::Stream::Detail => &self.tags.1,
+            };
+            self.prefix = self.framing.prefix(now, host_name(), tag);
             self.prefix_secs = now;
         }
         // Frame in slices so the buffer stays near FLUSH_AT whatever the batch size.
@@ -71,6 +80,13 @@ impl<F: Framing> Sink for FramedSink<F> {
         }
         self.sent_total = self.sent_total.saturating_add(count);
         Ok(())
+    }
+
+    fn set_stream(&mut self, stream: super::Stream) {
+        if stream != self.stream {
+            self.stream = stream;
+            self.prefix_secs = i64::MIN;
+        }
     }
 
     fn confirm(&mut self) -> Result<()> {

@@ -27,6 +27,19 @@ use crate::error::Result;
 /// Tag of message trace events: the Devo table, the syslog APP-NAME, unless configured.
 pub const DEFAULT_TAG: &str = "cloud.office365.messagetracing";
 
+/// Tag of trace detail events (SPEC §4), unless an output sets `detail_tag`.
+pub const DEFAULT_DETAIL_TAG: &str = "my.app.office365.messagetracedetail";
+
+/// Which events a batch carries: each goes out under its own tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stream {
+    /// Message trace rows (`tag`).
+    #[default]
+    Trace,
+    /// Trace detail events (`detail_tag`).
+    Detail,
+}
+
 /// Counters for the sender statistics line (SPEC §7).
 #[derive(Debug, Clone, Default)]
 pub struct SinkStats {
@@ -47,6 +60,9 @@ pub trait Sink: Send {
     /// Write a batch of JSON lines. May buffer. On error the connection is dropped and
     /// `generation()` will differ after the next `ensure_ready`.
     fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()>;
+    /// The events of the following `write_events` calls are of `stream` (a tagging
+    /// sink switches its tag; the others ignore it).
+    fn set_stream(&mut self, _stream: Stream) {}
     /// Ok only when the receiver has taken every event written so far: durable (file:
     /// fsync), flushed (stdout), acknowledged by the peer's TCP (devo_platform, syslog:
     /// send queue drained) or by the protocol (RELP: `rsp 200` for every transaction).

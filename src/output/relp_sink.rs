@@ -44,6 +44,8 @@ pub struct RelpSink {
     session: Session,
     timeouts: Timeouts,
     tag: String,
+    detail_tag: String,
+    stream: super::Stream,
     /// The link generation the session was opened on: another one means a new session.
     session_gen: u64,
     /// 0 until the first session opened, then 1: reconnects lose nothing (see `//!`).
@@ -65,6 +67,7 @@ impl RelpSink {
     /// Prepare (not connect) the sink; a bad tag or local certificate problems fail here.
     pub fn open(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<RelpSink> {
         let tag = syslog::app_name(name, &cfg.tag)?;
+        let detail_tag = syslog::detail_app_name(name, &cfg.detail_tag)?;
         Ok(RelpSink {
             name: name.to_owned(),
             label: format!("output {name} ({}:{})", cfg.address, cfg.port),
@@ -74,6 +77,8 @@ impl RelpSink {
             session: Session::new(WINDOW, MAX_DATA),
             timeouts,
             tag,
+            detail_tag,
+            stream: super::Stream::Trace,
             session_gen: 0,
             generation: 0,
             prefix: Vec::new(),
@@ -232,11 +237,22 @@ impl Sink for RelpSink {
         r
     }
 
+    fn set_stream(&mut self, stream: super::Stream) {
+        if stream != self.stream {
+            self.stream = stream;
+            self.prefix_secs = i64::MIN;
+        }
+    }
+
     fn write_events(&mut self, json_lines: &[u8], count: u64) -> Result<()> {
         self.refused()?;
         let now = crate::time::now();
         if now != self.prefix_secs {
-            self.prefix = syslog::prefix(now, host_name(), &self.tag);
+            let tag = match self.stream {
+                super::Stream::Trace => &self.tag,
+                super::Stream::Detail => &self.detail_tag,
+            };
+            self.prefix = syslog::prefix(now, host_name(), tag);
             self.prefix_secs = now;
         }
         for line in json_lines.split(|&b| b == b'\n') {

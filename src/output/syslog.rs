@@ -16,14 +16,12 @@ use crate::error::{Error, Result};
 /// RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters.
 const APP_NAME_MAX: usize = 48;
 
-/// RFC 5424 with octet counting and the configured APP-NAME.
-pub struct Syslog {
-    tag: String,
-}
+/// RFC 5424 with octet counting (the APP-NAMEs live in the sink).
+pub struct Syslog;
 
 impl Framing for Syslog {
-    fn prefix(&self, now: i64, host: &str) -> Vec<u8> {
-        prefix(now, host, &self.tag)
+    fn prefix(&self, now: i64, host: &str, tag: &str) -> Vec<u8> {
+        prefix(now, host, tag)
     }
     fn frame(&self, prefix: &[u8], json_lines: &[u8], out: &mut Vec<u8>) {
         frame(prefix, json_lines, out);
@@ -35,10 +33,12 @@ pub type SyslogSink = FramedSink<Syslog>;
 impl FramedSink<Syslog> {
     pub fn open(name: &str, cfg: &TlsOutput, timeouts: Timeouts) -> Result<Self> {
         let tag = app_name(name, &cfg.tag)?;
+        let detail_tag = detail_app_name(name, &cfg.detail_tag)?;
         Ok(FramedSink::new(
             name,
             Link::new(name, cfg, timeouts)?,
-            Syslog { tag },
+            Syslog,
+            (tag, detail_tag),
         ))
     }
 }
@@ -57,6 +57,18 @@ pub fn app_name(name: &str, tag: &str) -> Result<String> {
         });
     }
     Ok(tag.to_owned())
+}
+
+/// The configured `detail_tag` (or [`super::DEFAULT_DETAIL_TAG`]) checked as an APP-NAME.
+pub fn detail_app_name(name: &str, tag: &str) -> Result<String> {
+    app_name(
+        name,
+        if tag.is_empty() {
+            super::DEFAULT_DETAIL_TAG
+        } else {
+            tag
+        },
+    )
 }
 
 /// `<14>1 {rfc3339(now)} {host} {tag} - - - `.

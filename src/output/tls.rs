@@ -944,6 +944,7 @@ mod tests {
             cert: None,
             key: None,
             tag: String::new(),
+            detail_tag: String::new(),
         };
         let quick = Timeouts {
             connect: Duration::from_secs(5),
@@ -1006,6 +1007,7 @@ mod tests {
             cert: Some("/x.crt".into()),
             key: None,
             tag: String::new(),
+            detail_tag: String::new(),
         };
         let e = Link::new("o", &cfg, Timeouts::default()).err().unwrap();
         assert!(e.to_string().contains("set both"), "{e}");
@@ -1021,6 +1023,7 @@ mod tests {
             cert: None,
             key: None,
             tag: String::new(),
+            detail_tag: String::new(),
         };
         let l = Link::new("o", &cfg, Timeouts::default()).unwrap();
         assert!(!l.connected());

@@ -34,7 +34,7 @@ use crate::{event, http, time};
 mod faults;
 mod pacer;
 
-pub use pacer::{Pacer, PACER_SPAN};
+pub use pacer::{pacer_span, Pacer, PACER_SPAN};
 
 /// Encoded events are handed to the outputs in batches of about this many bytes: large
 /// TLS records, and memory that does not grow with the page size.
@@ -71,6 +71,8 @@ pub struct Tenant {
     pacer: Option<Pacer>,
     phase: Phase,
     once: bool,
+    /// Trace details (Graph with `trace_details_statuses`), see `details`.
+    details: Option<crate::details::Details>,
     /// `run --once`: both targets, fixed when the run started (SPEC §1).
     once_targets: (i64, i64),
     /// Next-link policy and page cap of the window being paged (SPEC §3).
@@ -273,8 +275,10 @@ impl Tenant {
             .api
             .is_paced()
             .then(|| Pacer::new(svc.max_requests_per_5_minutes));
+        let details = crate::details::Details::open(cfg, input, &comp)?;
         let once_targets = targets(svc, now);
         Ok(Tenant {
+            details,
             input: input.clone(),
             comp,
             setup_comp,
@@ -333,6 +337,9 @@ impl Tenant {
 
     /// One step: at most one HTTP request to the message-trace API, and delivery of its page.
     pub fn step(&mut self, outputs: &Delivery) -> Result<Next> {
+        if let Some(next) = self.detail_step(outputs)? {
+            return Ok(next);
+        }
         let now = time::now();
         let svc = self.input.service.clone();
         let api = svc.api;
@@ -508,6 +515,22 @@ impl Tenant {
         }
     }
 
+    /// A trace detail request instead of the list step, when `details` says so.
+    fn detail_step(&mut self, outputs: &Delivery) -> Result<Option<Next>> {
+        let Some(d) = self.details.as_mut() else {
+            return Ok(None);
+        };
+        let ctx = crate::details::Ctx {
+            input: &self.input,
+            agent: &self.agent,
+            tokens: &mut self.tokens,
+            pacer: self.pacer.as_mut(),
+            list_idle: self.phase.is_idle(),
+            once: self.once,
+        };
+        d.step(ctx, outputs)
+    }
+
     /// Stream the page through the ledger's dedup set and the encoder into the
     /// outputs, confirm, append the page to the ledger, checkpoint.
     fn consume(
@@ -541,6 +564,7 @@ impl Tenant {
         let mut output_err: Option<Error> = None;
         let mut empty = WindowSet::default();
         let set = self.set.as_mut().map_or(&mut empty, |(_, s)| s);
+        let mut details = self.details.as_mut();
         let max_records = crate::source::max_page_records(api);
         let mut on_record = |rec: &crate::record::Record<'_>| -> Result<()> {
             if records >= max_records {
@@ -564,6 +588,9 @@ impl Tenant {
                         late = late.saturating_add(1);
                     }
                     set.insert(key, status);
+                    if let Some(d) = details.as_deref_mut() {
+                        d.note(rec);
+                    }
                     delivered.push(Entry {
                         received: rec.received().unwrap_or(ws),
                         key,
@@ -610,6 +637,9 @@ impl Tenant {
                     set.remove(en.key, en.status);
                 }
             }
+            if let Some(d) = self.details.as_mut() {
+                d.discard_page();
+            }
             warning!(
                 self.comp,
                 "page not delivered, it will be pulled again: {e}"
@@ -618,6 +648,11 @@ impl Tenant {
         }
         // Durable before the checkpoint that moves past the page: a crash between the
         // two re-reads the page, and the ledger filters it.
+        // Rows for details are queued before the ledger takes the page: a crash between
+        // the two pulls the page again, and the queue skips rows it already holds.
+        if let Some(d) = self.details.as_mut() {
+            d.page_delivered(&self.input.id)?;
+        }
         self.ledger.append(&delivered)?;
         drop(delivered);
         if let Some(w) = self.phase.window_mut() {
@@ -797,6 +832,10 @@ impl Tenant {
                 crate::output::DEFAULT_TAG,
                 p.started.elapsed().as_secs_f64()
             );
+        }
+        let period = self.period();
+        if let Some(d) = self.details.as_mut() {
+            return d.list_finished(self.once, failed.map_or(Ok(()), Err), period);
         }
         match (self.once, failed) {
             (true, f) => Next::Done(f.map_or(Ok(()), Err)),

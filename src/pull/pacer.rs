@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 /// Graph's request budget is counted over this sliding span.
 pub const PACER_SPAN: Duration = Duration::from_secs(300);
 
+/// The pacer's span: [`PACER_SPAN`], or `MSGTRACE_PACER_SPAN_SECS` seconds (documented
+/// for tests, which pair it with an emulator counting over the same short span).
+pub fn pacer_span() -> Duration {
+    static SPAN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPAN.get_or_init(|| {
+        std::env::var("MSGTRACE_PACER_SPAN_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(PACER_SPAN, Duration::from_secs)
+    })
+}
+
 /// Sliding-window pacer: at most `budget` requests in any `PACER_SPAN`, retried
 /// requests included, so Graph's shared 100-per-5-minutes limit is never how we learn.
 #[derive(Debug)]
@@ -29,7 +42,7 @@ impl Pacer {
         while self
             .sent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= PACER_SPAN)
+            .is_some_and(|t| now.duration_since(*t) >= pacer_span())
         {
             self.sent.pop_front();
         }
@@ -37,7 +50,7 @@ impl Pacer {
             return Duration::ZERO;
         }
         self.sent.front().map_or(Duration::ZERO, |t| {
-            t.checked_add(PACER_SPAN)
+            t.checked_add(pacer_span())
                 .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
         })
     }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::record::Value;
 
 pub mod api;
+pub mod detail;
 pub mod graph;
 pub mod link;
 pub mod reporting;

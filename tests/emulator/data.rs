@@ -369,13 +369,17 @@ impl Flow {
             _ => format!("user{}@fabrikam.example", mh % 200),
         };
         let base = (mh >> 20) % 1000;
+        // One address in 25 has an apostrophe, one in 25 a non-ASCII letter (trace
+        // detail URLs must double the `'` and percent-encode the UTF-8).
+        let n = (base + u64::from(r.rcpt) * 37) % 1000;
         let recipient = if r.msg == BURST_MSG {
             format!("member{}@dl.contoso.example", r.rcpt)
         } else {
-            format!(
-                "user{}@contoso.example",
-                (base + u64::from(r.rcpt) * 37) % 1000
-            )
+            match n % 25 {
+                3 => format!("o'neil.{n}@contoso.example"),
+                11 => format!("jürgen.{n}@contoso.example"),
+                _ => format!("user{n}@contoso.example"),
+            }
         };
         let mut subject = if known {
             "Five recipients: all hands ✓ 😀".to_string()
@@ -440,6 +444,69 @@ impl Flow {
             direction: if mh % 3 == 0 { "outbound" } else { "inbound" },
         }
     }
+}
+
+/// One trace detail event as the emulator serves it (`getDetailsByRecipient`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailEvent {
+    /// `dateTime`, RFC 3339 UTC as served.
+    pub date: String,
+    pub event: String,
+    /// `None`: served as JSON null.
+    pub action: Option<String>,
+    pub description: String,
+    /// The XML string.
+    pub data: String,
+}
+
+/// The 2–6 detail events of (trace id, recipient) received at `secs`: derived from a
+/// hash of the pair, identical on every call.
+pub fn detail_events(trace_id: &str, recipient: &str, secs: i64, status: &str) -> Vec<DetailEvent> {
+    const EVENTS: [&str; 5] = [
+        "Send external",
+        "Transport rule",
+        "Spam Diagnostics",
+        "Redirect",
+        "Defer",
+    ];
+    let h = hash2(
+        hash_str(trace_id),
+        hash_str(&recipient.to_ascii_lowercase()),
+    );
+    let n = 2 + (h % 5) as usize;
+    (0..n)
+        .map(|i| {
+            let eh = hash2(h, i as u64);
+            let (event, description) = match i {
+                0 => (
+                    "Receive".to_string(),
+                    format!("Message received by: DB9PR02MB{:04}.eurprd02.prod.outlook.com — für {recipient}", eh % 10_000),
+                ),
+                i if i + 1 == n => (
+                    if status == "Failed" { "Fail" } else { "Drop" }.to_string(),
+                    format!("Reason: [{{LED=550 5.7.{} Rejected by rule «Block '{}'»}}]", eh % 10, eh % 97),
+                ),
+                _ => (
+                    EVENTS[(eh % EVENTS.len() as u64) as usize].to_string(),
+                    format!("Step {i}: verdict SCL={} ✓", eh % 10),
+                ),
+            };
+            let frac = if eh % 3 == 0 { String::new() } else { format!(".{:03}", eh % 1000) };
+            let date = format!("{}{frac}Z", fmt_secs(secs + i as i64));
+            let action = match eh % 4 {
+                0 => None,
+                1 => Some("Reject".to_string()),
+                2 => Some("MoveToJmf".to_string()),
+                _ => Some(String::new()),
+            };
+            let data = format!(
+                "<root><MEP Name=\"Connector\" String=\"Default&amp;{}\"/><MEP Name=\"Rule\" String=\"r-{}\"/></root>",
+                eh % 13,
+                eh % 1000
+            );
+            DetailEvent { date, event, action, description, data }
+        })
+        .collect()
 }
 
 /// Status values with cumulative percentage thresholds.

@@ -61,6 +61,12 @@
 //!   403 without `ExchangeMessageTrace.Read.All`; 429 with `Retry-After` when more than
 //!   `graph_limit_per_5min` (100) Graph requests of the tenant fall in the last 5 minutes
 //!   (every Graph request counts, throttled and faulted ones included).
+//! - `GET /v1.0/admin/exchange/tracing/messageTraces/{id}/getDetailsByRecipient(recipientAddress='{address}')`
+//!   (`''` for a quote, percent-encoded) → `value: [{id, messageId, dateTime, event,
+//!   action, description, data}]`, 2–6 events derived from (id, address) for every record
+//!   served in a Graph page (`expected_details`), 404 for others; counted in the same
+//!   budget (`graph_window_secs` long), with the same faults; `details_served` logs each
+//!   complete answer, `budget_429s` the 429s for budget (marked `X-Emulator-Budget`).
 //!
 //! # Data
 //!
@@ -106,6 +112,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod data;
+mod detail;
 mod http;
 mod routes;
 
@@ -117,7 +124,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use data::graph_status;
+pub use data::{graph_status, DetailEvent};
 use data::{Flow, Rec, KNOWN_MSG};
 
 /// Required app roles.
@@ -265,6 +272,9 @@ pub struct EmuOptions {
     pub graph_default_top: usize,
     /// Graph requests per tenant per 5 minutes before 429.
     pub graph_limit_per_5min: usize,
+    /// The span of that budget in seconds (300; tests shorten it, with the collector's
+    /// `MSGTRACE_PACER_SPAN_SECS`). `graph_requests_in_any_5min` counts over it too.
+    pub graph_window_secs: u64,
     /// Use `https://` namespace URIs for `d:`/`m:` (Microsoft's examples differ).
     pub namespaces_https: bool,
     pub token_lifetime_secs: u64,
@@ -302,6 +312,7 @@ impl Default for EmuOptions {
             graph_max_top: 5000,
             graph_default_top: 1000,
             graph_limit_per_5min: 100,
+            graph_window_secs: 300,
             namespaces_https: false,
             token_lifetime_secs: 3599,
             records_per_hour: 60,
@@ -336,6 +347,8 @@ pub struct RequestEntry {
     pub api: &'static str,
     /// The body was cut mid-entry and the connection dropped (status says 200).
     pub cut: bool,
+    /// A 429 for the tenant's exceeded budget (not an injected fault).
+    pub budget: bool,
 }
 
 /// One record as the emulator serves it, decoded (what a collector must deliver).
@@ -412,6 +425,11 @@ pub(crate) struct State {
     fault_counts: HashMap<String, (u64, u32)>,
     /// Tenant index → Graph request instants within the last 5 minutes.
     graph_times: HashMap<usize, VecDeque<Instant>>,
+    /// (tenant index, trace id, lower-cased recipient) → the record, for every record
+    /// served in a complete Graph page: what `getDetailsByRecipient` answers for.
+    graph_served: HashMap<(usize, String, String), (Rec, &'static str)>,
+    /// (tenant, trace id, recipient as asked) of every complete 200 detail answer.
+    details_served: Vec<(String, String, String)>,
     /// (tenant, api, filter) → visibility instant of the query's first page.
     snapshots: HashMap<(usize, &'static str, String), i64>,
     /// Tenants whose `next_fail_once` was already answered.
@@ -675,6 +693,36 @@ impl Emulator {
         self.shared.lock().served.clone()
     }
 
+    /// (tenant, MessageTraceId, recipient) of every complete 200 `getDetailsByRecipient`
+    /// answer, in serving order (repeats included).
+    pub fn details_served(&self) -> Vec<(String, String, String)> {
+        self.shared.lock().details_served.clone()
+    }
+
+    /// The detail events served for a record (`None`: never served in a Graph page).
+    pub fn expected_details(
+        &self,
+        tenant_id: &str,
+        trace_id: &str,
+        recipient: &str,
+    ) -> Option<Vec<DetailEvent>> {
+        let ti = self.shared.tenant_index(tenant_id)?;
+        let st = self.shared.lock();
+        let (rec, status) =
+            st.graph_served
+                .get(&(ti, trace_id.to_string(), recipient.to_lowercase()))?;
+        Some(data::detail_events(trace_id, recipient, rec.secs, status))
+    }
+
+    /// Graph requests answered 429 because the tenant's budget was exceeded (not the
+    /// injected faults).
+    pub fn budget_429s(&self) -> usize {
+        self.request_log()
+            .iter()
+            .filter(|e| e.api == "graph" && e.status == 429 && e.budget)
+            .count()
+    }
+
     pub fn request_log(&self) -> Vec<RequestEntry> {
         self.shared.lock().requests.clone()
     }
@@ -699,7 +747,7 @@ impl Emulator {
         {
             by_tenant.entry(e.tenant.as_str()).or_default().push(e.at);
         }
-        let window = Duration::from_secs(300);
+        let window = Duration::from_secs(self.shared.opts.graph_window_secs);
         let mut best = 0;
         for times in by_tenant.values_mut() {
             times.sort();

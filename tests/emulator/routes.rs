@@ -22,8 +22,6 @@ const RWS_MAX_AGE: i64 = 10 * DAY;
 /// Graph limits: window length, start age.
 const GRAPH_MAX_WINDOW: i64 = 10 * DAY;
 const GRAPH_MAX_AGE: i64 = 90 * DAY;
-/// Graph's throttling window.
-const GRAPH_WINDOW: Duration = Duration::from_secs(300);
 /// Prefix of the emulator's Graph `$skiptoken` (opaque to clients, an offset inside).
 const SKIP_PREFIX: &str = "RU1VX";
 
@@ -36,7 +34,7 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
     let (api, tenant, resp) = if lower == RWS_PATH {
         let (t, r) = rws(sh, req);
         ("rws", t, r)
-    } else if lower == GRAPH_PATH {
+    } else if lower == GRAPH_PATH || lower.starts_with(&format!("{GRAPH_PATH}/")) {
         let (t, r) = graph(sh, req);
         ("graph", t, r)
     } else if let Some((tenant, v2)) = token_path(&req.path) {
@@ -64,6 +62,11 @@ pub fn handle(sh: &Shared, req: &Request) -> Response {
         status: resp.status,
         api,
         cut: resp.cut_at.is_some(),
+        budget: resp.status == 429
+            && resp
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("x-emulator-budget")),
     });
     resp
 }
@@ -79,7 +82,7 @@ fn token_path(path: &str) -> Option<(&str, bool)> {
     }
 }
 
-fn json(status: u16, body: String) -> Response {
+pub(super) fn json(status: u16, body: String) -> Response {
     Response::new(status, "application/json; charset=utf-8", body)
 }
 
@@ -271,7 +274,7 @@ fn bearer(sh: &Shared, req: &Request) -> Option<(usize, Vec<String>, bool)> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     None,
     TooMany,
     Unavailable,
@@ -280,7 +283,7 @@ enum Fault {
 
 /// The fault for the next request of `key`: a hash of (seed, key, n), never more than
 /// `max_consecutive` faults in a row for one key.
-fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Fault {
+pub(super) fn decide(sh: &Shared, key: &str, rates: [f64; 3], max_consecutive: u32) -> Fault {
     let mut st = sh.lock();
     let e = st.fault_counts.entry(key.to_string()).or_insert((0, 0));
     let n = e.0;
@@ -318,12 +321,12 @@ fn slow_down(sh: &Shared, tenant: &str) {
 }
 
 /// The tenant is in a 503 storm (`TenantSpec::unavailable`).
-fn storm(sh: &Shared, ti: usize) -> bool {
+pub(super) fn storm(sh: &Shared, ti: usize) -> bool {
     sh.opts.tenants.get(ti).is_some_and(|t| t.unavailable)
 }
 
 /// Cut point: the middle of the middle entry (or of the body).
-fn cut_point(body: &[u8], marker: &[u8]) -> usize {
+pub(super) fn cut_point(body: &[u8], marker: &[u8]) -> usize {
     let starts: Vec<usize> = body
         .windows(marker.len())
         .enumerate()
@@ -678,7 +681,7 @@ fn rws(sh: &Shared, req: &Request) -> (String, Response) {
 
 // ---------------------------------------------------------------- Graph
 
-fn graph_error(status: u16, code: &str, message: &str) -> Response {
+pub(super) fn graph_error(status: u16, code: &str, message: &str) -> Response {
     let mut m = String::new();
     json_str(message, 0, &mut m);
     json(
@@ -771,16 +774,15 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         let limit = sh.opts.graph_limit_per_5min;
         let mut st = sh.lock();
         let q = st.graph_times.entry(ti).or_default();
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= GRAPH_WINDOW)
-        {
+        while q.front().is_some_and(|t| {
+            now.duration_since(*t) >= Duration::from_secs(sh.opts.graph_window_secs)
+        }) {
             q.pop_front();
         }
         q.push_back(now);
         if q.len() > limit {
             let oldest = q.front().copied().unwrap_or(now);
-            let wait = GRAPH_WINDOW
+            let wait = Duration::from_secs(sh.opts.graph_window_secs)
                 .saturating_sub(now.duration_since(oldest))
                 .as_secs()
                 + 1;
@@ -792,7 +794,8 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
                     "TooManyRequests",
                     "Too many requests. The tenant exceeded 100 message trace requests in 5 minutes.",
                 )
-                .with_header("Retry-After", wait.to_string()),
+                .with_header("Retry-After", wait.to_string())
+                .with_header("X-Emulator-Budget", "exceeded"),
             );
         }
     }
@@ -803,6 +806,16 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
             text.push_str(&format!("{k}: {v}\r\n"));
         }
         return (tenant, Response::new(400, "text/plain", text));
+    }
+    if let Some(rest) = req
+        .path
+        .get(GRAPH_PATH.len()..)
+        .filter(|r| r.starts_with('/'))
+    {
+        return (
+            tenant.clone(),
+            super::detail::answer(sh, ti, &tenant, req, rest, &faults),
+        );
     }
     let Some(filter) = req.param("$filter") else {
         return (
@@ -989,6 +1002,15 @@ fn graph(sh: &Shared, req: &Request) -> (String, Response) {
         json_str(n, 0, &mut j);
     }
     j.push('}');
+    // Graph knows every record it served, from a cut page too (the collector delivers
+    // the records before a cut).
+    let mut st = sh.lock();
+    for r in page {
+        let f = flow.render(r, snap);
+        st.graph_served
+            .insert((ti, f.trace_id, f.recipient.to_lowercase()), (*r, f.status));
+    }
+    drop(st);
     let mut resp = json(200, j);
     if fault == Fault::Cut {
         resp.cut_at = Some(cut_point(&resp.body, b"{\"id\":"));

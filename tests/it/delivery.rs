@@ -604,6 +604,7 @@ fn a_hung_receiver_blocks_neither_statistics_nor_the_file_output() {
                 cert: None,
                 key: None,
                 tag: String::new(),
+                detail_tag: String::new(),
             }),
         },
     ];

@@ -957,6 +957,7 @@ fn devo_cfg(
         cert: Some(cert),
         key: Some(key),
         tag: "cloud.office365.messagetracing".into(),
+        detail_tag: String::new(),
     }
 }
 

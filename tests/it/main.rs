@@ -19,6 +19,7 @@ mod config;
 mod crash;
 mod delivery;
 mod deploy;
+mod details;
 mod e2e;
 mod emulator_tests;
 mod fuzz_replay;

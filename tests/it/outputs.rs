@@ -32,6 +32,7 @@ fn tls_cfg(pki: &Pki, port: u16) -> TlsOutput {
         cert: Some(pki.path("client.pem")),
         key: Some(pki.path("client.key")),
         tag: "cloud.office365.messagetracing".into(),
+        detail_tag: String::new(),
     }
 }
 

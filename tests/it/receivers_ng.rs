@@ -34,6 +34,7 @@ fn syslog_cfg(pki: &Pki, port: u16) -> OutputConfig {
             cert: Some(pki.path("client.pem")),
             key: Some(pki.path("client.key")),
             tag: TAG.into(),
+            detail_tag: String::new(),
         }),
     }
 }

@@ -36,6 +36,7 @@ fn tls(pki: &Pki, port: u16) -> TlsOutput {
         cert: Some(pki.path("client.pem")),
         key: Some(pki.path("client.key")),
         tag: TAG.into(),
+        detail_tag: String::new(),
     }
 }
 

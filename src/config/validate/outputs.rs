@@ -48,9 +48,27 @@ const OUTPUT_TYPES: &[OutputType] = &[
 
 const OUTPUT_KEYS: &[&str] = &["type", "config"];
 /// A TLS receiver (Devo): `address`, `port`, `type`, certificate files.
-const TLS_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key"];
+/// `detail_tag`: the tag of trace detail events (SPEC §4).
+const TLS_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "type",
+    "chain",
+    "cert",
+    "key",
+    "detail_tag",
+];
 /// A syslog receiver: [`TLS_KEYS`] and the syslog `tag`.
-const SYSLOG_KEYS: &[&str] = &["address", "port", "type", "chain", "cert", "key", "tag"];
+const SYSLOG_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "type",
+    "chain",
+    "cert",
+    "key",
+    "tag",
+    "detail_tag",
+];
 const FILE_KEYS: &[&str] = &["path", "follow_symlinks"];
 
 fn devo(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<OutputKind> {
@@ -276,6 +294,7 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, certs: Certs) -> Option
     let tag = c
         .string(f, "tag", false)
         .unwrap_or_else(|| DEFAULT_TAG.to_string());
+    let detail_tag = c.string(f, "detail_tag", false).unwrap_or_default();
     if c.diags.len() > before {
         return None;
     }
@@ -287,6 +306,7 @@ fn check_tls_output(c: &mut Checker<'_>, f: &Fields<'_>, certs: Certs) -> Option
         cert,
         key,
         tag,
+        detail_tag,
     })
 }
 

@@ -69,7 +69,7 @@ impl Values {
         }
     }
 
-    /// A `Url` row's value (its default when absent), or a `Date` row's text if set.
+    /// A `Url` row's value (its default when absent), or a `Date`/`List` row's text if set.
     pub(super) fn text(&self, key: &Key) -> Option<String> {
         match (self.got(key), key.kind) {
             (Some(Got::Text(s)), _) => Some(s.clone()),
@@ -101,6 +101,45 @@ fn check_row(c: &mut Checker<'_>, f: &Fields<'_>, k: &Key) -> Got {
         Kind::Date => date(c, f, k),
         Kind::Url { default } => Got::Text(url(c, f, k, default)),
         Kind::File { what } => file(c, f, k, what),
+        Kind::List { what } => list(c, f, k, what),
+    }
+}
+
+/// A comma-separated list of words (letters only), e.g. `Failed,FilteredAsSpam`.
+fn list(c: &mut Checker<'_>, f: &Fields<'_>, k: &Key, what: &str) -> Got {
+    let Some(e) = f.opt(k.name) else {
+        return Got::Unset;
+    };
+    let fix = format!(
+        "write {what} separated by commas, e.g. `{}: Failed,FilteredAsSpam`",
+        k.name
+    );
+    match &e.node.value {
+        Value::Str(t) => {
+            let words: Vec<&str> = t.split(',').map(str::trim).collect();
+            if t.trim().is_empty() {
+                return Got::Unset;
+            }
+            match words
+                .iter()
+                .find(|w| w.is_empty() || !w.bytes().all(|b| b.is_ascii_alphabetic()))
+            {
+                None => Got::Text(words.join(",")),
+                Some(bad) => {
+                    let what = format!("`{}` is not one of the {what}", echo(bad));
+                    c.err(e.node.pos, k.codes.bad_value, &f.path(k.name), what, fix);
+                    Got::Unset
+                }
+            }
+        }
+        other => {
+            let what = format!(
+                "expected {what} separated by commas, found {}",
+                other.kind()
+            );
+            c.err(e.node.pos, k.codes.wrong_type, &f.path(k.name), what, fix);
+            Got::Unset
+        }
     }
 }
 

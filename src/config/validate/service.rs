@@ -69,6 +69,7 @@ pub(super) fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Serv
         refuse_sovereign_clouds(c, &s);
     }
     ignored_key_warnings(c, &s, api);
+    detail_share_check(c, &s, &v);
     let url = |key: &keys::Key| v.text(key).unwrap_or_default();
     Some(ServiceConfig {
         api,
@@ -90,7 +91,53 @@ pub(super) fn check_services(c: &mut Checker<'_>, f: &Fields<'_>) -> Option<Serv
         graph_url: with_path(&url(&keys::OVERRIDE_GRAPH_URL), keys::GRAPH_PATH),
         ca_file: v.path(&keys::CA_FILE),
         max_requests_per_5_minutes: v.u32(&keys::MAX_REQUESTS_PER_5_MINUTES),
+        trace_details_statuses: v
+            .text(&keys::TRACE_DETAILS_STATUSES)
+            .map(|t| t.split(',').map(str::to_ascii_lowercase).collect())
+            .unwrap_or_default(),
+        max_detail_requests_per_5_minutes: v.u32(&keys::MAX_DETAIL_REQUESTS_PER_5_MINUTES),
+        max_pending_details: v.u32(&keys::MAX_PENDING_DETAILS),
     })
+}
+
+/// With details on, their share must leave list calls [`keys::LIST_RESERVE`] requests
+/// of `max_requests_per_5_minutes`.
+fn detail_share_check(c: &mut Checker<'_>, s: &Fields<'_>, v: &Values) {
+    if v.text(&keys::TRACE_DETAILS_STATUSES).is_none() {
+        return;
+    }
+    let total = v.int(&keys::MAX_REQUESTS_PER_5_MINUTES);
+    let share = v.int(&keys::MAX_DETAIL_REQUESTS_PER_5_MINUTES);
+    let most = total.saturating_sub(keys::LIST_RESERVE);
+    if share <= most {
+        return;
+    }
+    let key = &keys::MAX_DETAIL_REQUESTS_PER_5_MINUTES;
+    let pos = s
+        .opt(key.name)
+        .or_else(|| s.opt(keys::MAX_REQUESTS_PER_5_MINUTES.name))
+        .map_or(s.pos, |e| e.node.pos);
+    let fix = if most >= 1 {
+        format!(
+            "set {} to at most {most}, or raise max_requests_per_5_minutes",
+            key.name
+        )
+    } else {
+        format!(
+            "raise max_requests_per_5_minutes to at least {} or remove trace_details_statuses",
+            keys::LIST_RESERVE.saturating_add(1)
+        )
+    };
+    c.err(
+        pos,
+        None,
+        &s.path(key.name),
+        format!(
+            "{share} leaves list calls fewer than {} of max_requests_per_5_minutes ({total})",
+            keys::LIST_RESERVE
+        ),
+        fix,
+    );
 }
 
 /// A delay below [`SAFE_DELAY_SECS`] is allowed but may miss records that settle late.
@@ -221,6 +268,42 @@ mod tests {
             "{CREDS}      tenant_id: t-1\n      client_id: c-1\n      client_secret: s-1\n    services:\n      office365_exchange_message_graph_service:\n        {line}\n"
         );
         parse_str_with_env(&text, "c.yaml", Path::new("/"), &no_env)
+    }
+
+    #[test]
+    fn trace_detail_keys_and_their_share_of_the_budget() {
+        let cfg = with_service_key(
+            "trace_details_statuses: Failed, filteredAsSpam\n        max_pending_details: 100",
+        )
+        .unwrap();
+        let svc = &cfg.inputs[0].service;
+        assert_eq!(svc.trace_details_statuses, ["failed", "filteredasspam"]);
+        assert_eq!(
+            (
+                svc.max_detail_requests_per_5_minutes,
+                svc.max_pending_details
+            ),
+            (20, 100)
+        );
+        let off = with_service_key("# defaults").unwrap();
+        assert!(off.inputs[0].service.trace_details_statuses.is_empty());
+        let Err(Error::Config(lines)) = with_service_key(
+            "trace_details_statuses: Failed\n        max_requests_per_5_minutes: 25\n        max_detail_requests_per_5_minutes: 16",
+        ) else {
+            panic!("a detail share leaving list calls 9 requests is accepted")
+        };
+        assert!(
+            lines[0].contains("max_detail_requests_per_5_minutes")
+                && lines[0].contains("set max_detail_requests_per_5_minutes to at most 15"),
+            "{lines:?}"
+        );
+        // Without details the share is not checked.
+        assert!(with_service_key("max_requests_per_5_minutes: 5").is_ok());
+        let Err(Error::Config(lines)) = with_service_key("trace_details_statuses: Failed,,Spam")
+        else {
+            panic!("an empty status is accepted")
+        };
+        assert!(lines[0].contains("trace_details_statuses"), "{lines:?}");
     }
 
     /// Every row's default is what an absent key yields, and its int/float range is
