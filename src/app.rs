@@ -261,6 +261,11 @@ fn cmd_state(c: &StateCmd) -> Result<u8> {
                 if crate::ledger::remove(&ledger)? {
                     cleared.push(ledger.display().to_string());
                 }
+                // So does the queue of rows awaiting trace details: the rows come again.
+                let queue = crate::detail_queue::queue_path(&cfg.globals.state_dir, &i.id);
+                if crate::ledger::remove(&queue)? {
+                    cleared.push(queue.display().to_string());
+                }
                 if cleared.is_empty() {
                     println!("{}#{} {}: no state to clear", i.name, i.id, service);
                 } else {

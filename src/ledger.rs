@@ -281,13 +281,14 @@ pub fn ledger_path(dir: &Path, input_id: &str) -> PathBuf {
     dir.join(format!("{input_id}.ledger"))
 }
 
-/// Remove the ledger at `path` (`msgtrace state reset`, after the state files were
-/// removed under their lock); `false` when there was none.
+/// Remove the ledger (or another per-input file: the detail queue) at `path`
+/// (`msgtrace state reset`, after the state files were removed under their lock);
+/// `false` when there was none.
 pub fn remove(path: &Path) -> Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_err(path, "cannot remove the delivery ledger", e)),
+        Err(e) => Err(io_err(path, "cannot remove", e)),
     }
 }
 

@@ -433,11 +433,15 @@ fn state_show_and_reset_through_the_binary() {
         secs(30),
     );
     assert!(one.status.success());
+    // A detail queue left by a Graph service is per input too: the reset clears it.
+    let queue = msgtrace::detail_queue::queue_path(&w.file("state"), ID);
+    std::fs::write(&queue, b"").unwrap();
     let reset = w.run(&["state", "reset", "-c", "config/config.yaml"], secs(30));
     let text = String::from_utf8_lossy(&reset.stdout);
     assert!(reset.status.success(), "{text}");
     assert!(text.contains("state cleared"), "{text}");
     assert!(!w.state_file(ID).exists());
+    assert!(!queue.exists(), "{text}");
     let after = w.run(&["state", "show", "-c", "config/config.yaml"], secs(30));
     let text = String::from_utf8_lossy(&after.stdout);
     assert!(after.status.success());
