@@ -409,6 +409,28 @@ else
 fi
 stop_emu
 
+# ---------------------------------------------------------------- 7c. trace details
+# SPEC §3 "Trace details": each detailed row costs one Graph request; what one request
+# brings is the row's detail events (2-6 in the emulator, deterministically).
+echo "== trace details (Graph): detail events per request"
+start_emu details --tenants t001 --records-per-hour 6
+D=$B/details
+write_config "$D" 1 86400
+sed -i -e 's/office365_exchange_message_service:/office365_exchange_message_graph_service:/' \
+  -e 's/override_base_url: /override_graph_url: /' \
+  -e 's/^        window_in_seconds: 3600$/        window_in_seconds: 3600\n        trace_details_statuses: Delivered,Failed,FilteredAsSpam,Pending,GettingStatus,Quarantined,Expanded/' \
+  "$D/config.yaml"
+if (cd "$D" && timeout $RUN_LIMIT "$BIN" run --once -c config.yaml > run.out 2> run.log); then
+  line=$(grep 'Trace details:' "$D/run.log" | tail -1)
+  rows=$(echo "$line" | sed -n 's/.* \([0-9]*\) row(s) detailed with \([0-9]*\) event(s).*/\1/p')
+  devents=$(echo "$line" | sed -n 's/.* \([0-9]*\) row(s) detailed with \([0-9]*\) event(s).*/\2/p')
+  row "trace details: detail events per detail request ($rows rows detailed, one request each, $devents detail events)" "$(awk -v e="${devents:-0}" -v r="${rows:-0}" 'BEGIN { printf "%.2f", (r > 0) ? e / r : 0 }')" "–" "–"
+else
+  tail -5 "$D/run.log"
+  row "trace details: detail events per detail request (\`run --once\` failed)" "failed" "–" "**NO**"
+fi
+stop_emu
+
 # ---------------------------------------------------------------- 8. 1,000 tenants, one app registration
 echo "== 1,000 tenants with inherited credentials (globals.credentials)"
 N1K=1000
