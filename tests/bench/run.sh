@@ -413,7 +413,7 @@ stop_emu
 # SPEC §3 "Trace details": each detailed row costs one Graph request; what one request
 # brings is the row's detail events (2-6 in the emulator, deterministically).
 echo "== trace details (Graph): detail events per request"
-start_emu details --tenants t001 --records-per-hour 6
+start_emu details --tenants t001 --records-per-hour 4
 D=$B/details
 write_config "$D" 1 86400
 sed -i -e 's/office365_exchange_message_service:/office365_exchange_message_graph_service:/' \
