@@ -6,8 +6,10 @@
 //! HTTP body   http::query (token: auth) ← pull::Tenant::step (phase: tenant, window: window)
 //!  → scanner  source::api::Api::scan_page → source/reporting.rs | source/graph.rs → record::Record
 //!  → dedup    ledger::WindowSet::check (the delivery ledger's entries around the window)
-//!  → encoder  event::encode into the page's batch → sink: output::Sink::write_events (pull::Outputs)
-//!  → confirm  output::Sink::confirm for every output → ledger::Ledger::append → state::StateFile::checkpoint
+//!  → encoder  event::encode into the page's batch → output::delivery::Page::write → each
+//!             output's writer thread → output::Sink::write_events (devo, syslog, relp_sink, file, stdout)
+//!  → confirm  output::delivery::Page::confirm (every output's Sink::confirm) → ledger::Ledger::append
+//!             → state::StateFile::checkpoint (pull/mod.rs moves the cursor only then)
 //! ```
 
 // Input never panics (Cargo.toml [lints]) holds for src/; the in-file unit tests may.
