@@ -62,7 +62,8 @@ pub fn target(now: i64, delay_secs: u64) -> i64 {
 
 /// The next window `[start, end)` from `start` towards `target`, or `None` when up to
 /// date; its length is the API's rule (`Api::window_len`) applied to `window_secs`,
-/// capped by `sized_secs` (the record-count sizing, 0 = none) and never past `stop`
+/// capped by `sized_secs` (the record-count sizing; 0 = not sized yet: the configured
+/// length, so catch-up windows grow from it) and never past `stop`
 /// (the first pass stops its catch-up windows at the settle target, so the windows
 /// read settled are exactly those the settle pass rides along).
 pub fn next_window(
@@ -77,10 +78,18 @@ pub fn next_window(
         return None;
     }
     let configured = i64::try_from(window_secs).unwrap_or(i64::MAX).max(1);
-    let mut len = api.window_len(configured, target.saturating_sub(start));
-    if sized_secs != 0 {
-        len = len.min(i64::try_from(sized_secs).unwrap_or(i64::MAX).max(1));
-    }
+    // Before any window was sized by its records (`sized_secs == 0`), start at the
+    // configured length and let `resize` double it while windows hold few records: a
+    // first 10-day Graph window of a 1M-records/day tenant would hold 10 M records, be
+    // cut back page by page, and have its already delivered tail read again.
+    let sized = if sized_secs == 0 {
+        configured
+    } else {
+        i64::try_from(sized_secs).unwrap_or(i64::MAX).max(1)
+    };
+    let len = api
+        .window_len(configured, target.saturating_sub(start))
+        .min(sized);
     let mut end = start.saturating_add(len).min(target);
     if start < stop && stop < end {
         end = stop;
@@ -90,8 +99,8 @@ pub fn next_window(
 
 /// The window length after a window `[.., ..)` of `len` seconds held `records`
 /// records: shrink in proportion past [`MAX_WINDOW_RECORDS`] (to half the bound, so the
-/// next window has room), double below [`FEW_WINDOW_RECORDS`] up to `api_max`
-/// (returning 0, "no cap", once there).
+/// next window has room), double below [`FEW_WINDOW_RECORDS`] up to `api_max`.
+/// Never 0: 0 in the cursor means "not sized yet" (the configured length).
 pub fn resize(len: i64, records: u64, api_max: i64) -> u64 {
     let len = u64::try_from(len).unwrap_or(0).max(1);
     let api_max = u64::try_from(api_max).unwrap_or(u64::MAX).max(1);
@@ -105,8 +114,7 @@ pub fn resize(len: i64, records: u64, api_max: i64) -> u64 {
             .clamp(MIN_WINDOW_SECS, api_max.max(MIN_WINDOW_SECS));
     }
     if records < FEW_WINDOW_RECORDS {
-        let grown = len.saturating_mul(2);
-        return if grown >= api_max { 0 } else { grown };
+        return len.saturating_mul(2).min(api_max);
     }
     len
 }
@@ -166,11 +174,27 @@ mod tests {
     fn graph_windows_grow_while_catching_up() {
         let start = NOW - 12 * DAY;
         let t = target(NOW, 90_000);
+        let ten_days = 10 * DAY;
+        // Not sized yet: the configured length, then doubling while windows hold few
+        // records, up to Graph's 10 days.
         let (s, e) = next_window(Api::Graph, start, t, 900, 0, t).unwrap();
-        assert_eq!((s, e - s), (start, 10 * DAY));
-        let (_, e2) = next_window(Api::Graph, e, t, 900, 0, t).unwrap();
-        assert_eq!(e2, NOW - 90_000);
-        assert_eq!(next_window(Api::Graph, e2, t, 900, 0, t), None);
+        assert_eq!((s, e - s), (start, 900));
+        let (mut at, mut len, mut n) = (e, resize(900, 10, ten_days), 1);
+        while let Some((s, e)) = next_window(Api::Graph, at, t, 900, len, t) {
+            assert_eq!(s, at);
+            len = resize(e - s, 10, ten_days);
+            at = e;
+            n += 1;
+        }
+        assert_eq!(at, t);
+        // 12 days less the delay in 11 windows: a backfill costs a handful of requests.
+        assert_eq!(n, 11);
+        assert_eq!(
+            next_window(Api::Graph, at, t, 900, ten_days as u64, t),
+            None
+        );
+        let (_, e) = next_window(Api::Graph, start, t, 900, ten_days as u64, t).unwrap();
+        assert_eq!(e - start, ten_days);
     }
 
     #[test]
@@ -208,13 +232,15 @@ mod tests {
         assert_eq!(shrunk, 4320);
         assert_eq!(resize(4320, 50_000, ten_days), 4320);
         assert_eq!(resize(4320, 1_000, ten_days), 8640);
-        assert_eq!(resize(6 * DAY, 10, ten_days), 0);
+        assert_eq!(resize(6 * DAY, 10, ten_days), 10 * DAY as u64);
         // A burst in one second cannot shrink a window below the floor.
         assert_eq!(resize(60, 120_000, ten_days), MIN_WINDOW_SECS);
         let start = NOW - 9 * DAY;
         let (_, e) = next_window(Api::Graph, start, NOW, 900, shrunk, NOW).unwrap();
         assert_eq!(e - start, 4320);
         let (_, e) = next_window(Api::Graph, start, NOW, 900, 0, NOW).unwrap();
+        assert_eq!(e - start, 900);
+        let (_, e) = next_window(Api::Graph, start, NOW, 900, 10 * DAY as u64, NOW).unwrap();
         assert_eq!(e, NOW);
     }
 
@@ -222,9 +248,9 @@ mod tests {
     fn catch_up_windows_stop_at_the_settle_target() {
         let stop = NOW - 90_000;
         let start = NOW - 3 * DAY;
-        let (_, e) = next_window(Api::Graph, start, NOW - 900, 900, 0, stop).unwrap();
+        let (_, e) = next_window(Api::Graph, start, NOW - 900, 900, 3 * DAY as u64, stop).unwrap();
         assert_eq!(e, stop);
-        let (s, e) = next_window(Api::Graph, stop, NOW - 900, 900, 0, stop).unwrap();
+        let (s, e) = next_window(Api::Graph, stop, NOW - 900, 900, 3 * DAY as u64, stop).unwrap();
         assert_eq!((s, e), (stop, NOW - 900));
     }
 

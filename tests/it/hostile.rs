@@ -317,7 +317,9 @@ fn foreign_next_link_gets_no_request(graph: bool) {
     let emu = Emulator::start(EmuOptions {
         tenants: vec![TenantSpec::new("tenant-1")],
         page_size: 5,
-        records_per_hour: if graph { 300 } else { 12 },
+        // Graph pages hold 5,000 records: the first (one-hour) window must hold more,
+        // so that a next link comes.
+        records_per_hour: if graph { 6000 } else { 12 },
         faults: Faults {
             foreign_origin: Some(foreign.clone()),
             ..Faults::default()
