@@ -403,7 +403,8 @@ before=$(recv_total)
 done_note="up to date"
 (cd "$D" && /usr/bin/time -f '%M %U %S %e' -o time.out timeout $GRAPH1M_LIMIT \
   "${CORE0[@]}" "$BIN" run --once -c config.yaml > run.out 2> run.log) || done_note="stopped at $GRAPH1M_LIMIT s"
-read -r RSS_KB u s WALL < "$D/time.out" || RSS_KB=0
+# GNU time puts "Command exited with non-zero status" first when timeout stopped it.
+read -r RSS_KB u s WALL < <(tail -1 "$D/time.out") || RSS_KB=0
 SENT=$(($(recv_total) - before))
 row "one 1M-records/day Graph tenant, 10 h of backfill, \`run --once\` ($SENT events, $done_note; TLS out)" "$(mib "$RSS_KB") MiB" "≤ 8 MiB" "$(okle "$RSS_KB" 8192)"
 stop_emu
