@@ -573,7 +573,9 @@ impl Tenant {
                 )));
             }
             records = records.saturating_add(1);
-            if let Some(r) = rec.received() {
+            // Parsed once: the window's oldest record and the ledger entry both need it.
+            let received = rec.received();
+            if let Some(r) = received {
                 oldest = Some(oldest.map_or(r, |o| o.min(r)));
             }
             let key = rec.key();
@@ -592,7 +594,7 @@ impl Tenant {
                         d.note(rec);
                     }
                     delivered.push(Entry {
-                        received: rec.received().unwrap_or(ws),
+                        received: received.unwrap_or(ws),
                         key,
                         status,
                     });
