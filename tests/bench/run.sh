@@ -422,9 +422,9 @@ sed -i -e 's/office365_exchange_message_service:/office365_exchange_message_grap
   "$D/config.yaml"
 if (cd "$D" && timeout $RUN_LIMIT "$BIN" run --once -c config.yaml > run.out 2> run.log); then
   line=$(grep 'Trace details:' "$D/run.log" | tail -1)
-  rows=$(echo "$line" | sed -n 's/.* \([0-9]*\) row(s) detailed with \([0-9]*\) event(s).*/\1/p')
+  drows=$(echo "$line" | sed -n 's/.* \([0-9]*\) row(s) detailed with \([0-9]*\) event(s).*/\1/p')
   devents=$(echo "$line" | sed -n 's/.* \([0-9]*\) row(s) detailed with \([0-9]*\) event(s).*/\2/p')
-  row "trace details: detail events per detail request ($rows rows detailed, one request each, $devents detail events)" "$(awk -v e="${devents:-0}" -v r="${rows:-0}" 'BEGIN { printf "%.2f", (r > 0) ? e / r : 0 }')" "–" "–"
+  row "trace details: detail events per detail request ($drows rows detailed, one request each, $devents detail events)" "$(awk -v e="${devents:-0}" -v r="${drows:-0}" 'BEGIN { printf "%.2f", (r > 0) ? e / r : 0 }')" "–" "–"
 else
   tail -5 "$D/run.log"
   row "trace details: detail events per detail request (\`run --once\` failed)" "failed" "–" "**NO**"
