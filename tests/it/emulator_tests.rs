@@ -448,7 +448,9 @@ fn rws_paging_covers_exactly_expected() -> Res<()> {
     let start = end - 3 * 3600 - 17;
     let (got, hrefs, idx) = rws_all(&emu, &ag, &tok, &rws_url(&emu, start, end))?;
     let expected = emu.expected("t2", start, end, now_secs());
-    assert!(expected.len() >= 80, "{}", expected.len());
+    // About 90 (30 an hour over 3 hours); records fall at random within their hour, so
+    // the count varies with the time of day: enough to page over several pages.
+    assert!(expected.len() >= 60, "{}", expected.len());
     let mut want: Vec<Got> = expected.iter().map(want_rws).collect();
     let mut got_sorted = got.clone();
     want.sort();
