@@ -24,16 +24,7 @@ fn quick() -> Timeouts {
 }
 
 fn tls_cfg(pki: &Pki, port: u16) -> TlsOutput {
-    TlsOutput {
-        address: "127.0.0.1".into(),
-        port,
-        tls: true,
-        chain: Some(pki.path("ca.pem")),
-        cert: Some(pki.path("client.pem")),
-        key: Some(pki.path("client.key")),
-        tag: "cloud.office365.messagetracing".into(),
-        detail_tag: String::new(),
-    }
+    pki.client_output(port, "cloud.office365.messagetracing")
 }
 
 /// `n` JSON lines of about 600 bytes, numbered from `from`, with non-ASCII and escapes.

@@ -10,7 +10,7 @@ use msgtrace::config::{OutputConfig, OutputKind, TlsOutput};
 use msgtrace::output::{self, Timeouts};
 use msgtrace::Error;
 
-use crate::receivers::{free_port, Pki, SyslogNg, TempDir};
+use crate::receivers::{free_port, text_lines, Pki, SyslogNg, TempDir};
 
 const WAIT: Duration = Duration::from_secs(20);
 const TAG: &str = "cloud.office365.messagetracing";
@@ -56,14 +56,6 @@ fn events(from: usize, n: usize) -> Vec<u8> {
     out
 }
 
-fn lines(b: &[u8]) -> Vec<String> {
-    String::from_utf8(b.to_vec())
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn syslog_over_tls_to_syslog_ng_every_event_once_byte_exact() {
     let dir = TempDir::new("syslog-ng");
@@ -80,7 +72,7 @@ fn syslog_over_tls_to_syslog_ng_every_event_once_byte_exact() {
         let batch = events(b * 250, 250);
         sink.write_events(&batch, 250).unwrap();
         sink.confirm().unwrap();
-        sent.extend(lines(&batch));
+        sent.extend(text_lines(&batch));
     }
     let t1 = msgtrace::time::now();
     assert_eq!(sink.generation(), 1, "one connection");

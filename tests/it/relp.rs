@@ -14,7 +14,7 @@ use msgtrace::output::relp::WINDOW;
 use msgtrace::output::{self, Sink, Timeouts};
 use msgtrace::Error;
 
-use crate::receivers::{free_port, Pki, RawOptions, RawReceiver, Rsyslog, TempDir};
+use crate::receivers::{free_port, text_lines, Pki, RawOptions, RawReceiver, Rsyslog, TempDir};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TAG: &str = "cloud.office365.messagetracing";
@@ -28,16 +28,7 @@ fn timeouts() -> Timeouts {
 }
 
 fn tls(pki: &Pki, port: u16) -> TlsOutput {
-    TlsOutput {
-        address: "127.0.0.1".into(),
-        port,
-        tls: true,
-        chain: Some(pki.path("ca.pem")),
-        cert: Some(pki.path("client.pem")),
-        key: Some(pki.path("client.key")),
-        tag: TAG.into(),
-        detail_tag: String::new(),
-    }
+    pki.client_output(port, TAG)
 }
 
 fn relp_cfg(pki: &Pki, port: u16) -> OutputConfig {
@@ -61,14 +52,6 @@ fn events(from: usize, n: usize) -> Vec<u8> {
         );
     }
     out
-}
-
-fn lines(b: &[u8]) -> Vec<String> {
-    String::from_utf8(b.to_vec())
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// (missing, duplicates) of `got` against `sent`.
@@ -141,7 +124,7 @@ fn relp_to_rsyslog_imrelp_every_event_once() {
         let page = events(p * 300, 300);
         sink.write_events(&page, 300).unwrap();
         sink.confirm().unwrap();
-        sent.extend(lines(&page));
+        sent.extend(text_lines(&page));
         // Confirmed means "in the file": no waiting needed.
         let got = std::fs::read_to_string(rs.msg_log()).unwrap();
         assert_eq!(got.lines().count(), sent.len(), "confirmed before written");
@@ -196,7 +179,7 @@ fn kill9_run(
     let restarter: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
     for p in 0..PAGES {
         let page = events(p * PAGE, PAGE);
-        sent.extend(lines(&page));
+        sent.extend(text_lines(&page));
         let written = p * PAGE + 100;
         let kill = || {
             // Let the receiver process what is in flight (its answers may still be on

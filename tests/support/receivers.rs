@@ -69,6 +69,21 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// A TLS output to 127.0.0.1:`port` with this PKI's CA as `chain` and its client
+    /// certificate, tagged `tag` (the output tests' common receiver config).
+    pub fn client_output(&self, port: u16, tag: &str) -> msgtrace::config::TlsOutput {
+        msgtrace::config::TlsOutput {
+            address: "127.0.0.1".into(),
+            port,
+            tls: true,
+            chain: Some(self.path("ca.pem")),
+            cert: Some(self.path("client.pem")),
+            key: Some(self.path("client.key")),
+            tag: tag.into(),
+            detail_tag: String::new(),
+        }
+    }
+
     pub fn create(dir: &Path) -> Pki {
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params("msgtrace test CA").self_signed(&ca_key).unwrap();
@@ -793,4 +808,12 @@ fn serve(
         let _ = t.write_tls(&mut sock);
     }
     let _ = sock.flush();
+}
+
+/// The lines of a byte buffer as owned strings (events written, lines received).
+pub fn text_lines(b: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
